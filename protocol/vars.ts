@@ -1,0 +1,83 @@
+// The vars block shared by uwsgi classic packets and native REQUEST/RESPONSE
+// frames: a sequence of `u16le keylen, key, u16le vallen, value`.
+//
+// Hand-written because it is the codec itself: no library speaks uwsgi vars.
+// Keys and values are byte strings; we map them to JS strings with latin1 so
+// every byte round-trips unchanged (the same choice Node makes for HTTP/1.1
+// header values), and vars are kept as a flat [k0, v0, k1, v1, ...] array
+// like Node's rawHeaders: order and repeats are preserved and decoding
+// allocates nothing but the strings themselves.
+import { MAX_VARS_SIZE } from './constants.ts';
+import { ProtocolError, protocolError } from './errors.ts';
+
+/** Flat list of alternating names and values, in wire order; repeats allowed. */
+export type Vars = string[];
+
+/** Encoded size of a vars block, or -1 if a key or value is longer than a u16 allows. */
+export function varsSize(vars: Vars): number {
+  let size = 0;
+  for (let i = 0; i < vars.length; i++) {
+    const len = vars[i].length;
+    if (len > 0xffff) return -1;
+    size += 2 + len;
+  }
+  return size;
+}
+
+/**
+ * Writes `vars` at `offset` and returns the offset after them. The caller has
+ * checked the size with varsSize(); strings are written as latin1, so any code
+ * unit above 0xff is truncated to its low byte (callers pass byte strings).
+ */
+export function writeVars(target: Buffer, offset: number, vars: Vars): number {
+  for (let i = 0; i < vars.length; i++) {
+    const s = vars[i];
+    const len = s.length;
+    target[offset] = len & 0xff;
+    target[offset + 1] = len >>> 8;
+    offset += 2;
+    if (len > 0) offset += target.latin1Write(s, offset, len);
+  }
+  return offset;
+}
+
+/** Encodes a vars block on its own; fails with VARS_TOO_LARGE past MAX_VARS_SIZE. */
+export function encodeVars(vars: Vars, limit = MAX_VARS_SIZE): Buffer | ProtocolError {
+  if (vars.length % 2 !== 0) return protocolError('PROTOCOL_ERROR', 'vars must be name/value pairs');
+  const size = varsSize(vars);
+  if (size < 0 || size > limit) {
+    return protocolError('VARS_TOO_LARGE', `vars block of ${size < 0 ? 'over 65535' : size} bytes exceeds ${limit}`);
+  }
+  const buf = Buffer.allocUnsafe(size);
+  writeVars(buf, 0, vars);
+  return buf;
+}
+
+/**
+ * Decodes the vars block in buf[start, end). A truncated key or value, or a
+ * key without its value, is a PROTOCOL_ERROR: the block must be exact.
+ */
+export function decodeVars(buf: Buffer, start = 0, end = buf.length, out: Vars = []): Vars | ProtocolError {
+  let pos = start;
+  while (pos < end) {
+    if (pos + 2 > end) return protocolError('PROTOCOL_ERROR', `vars: truncated key length at byte ${pos - start}`);
+    const klen = buf[pos] | (buf[pos + 1] << 8);
+    pos += 2;
+    if (pos + klen > end) return protocolError('PROTOCOL_ERROR', `vars: key of ${klen} bytes overruns the block`);
+    const key = buf.latin1Slice(pos, pos + klen);
+    pos += klen;
+    if (pos + 2 > end) return protocolError('PROTOCOL_ERROR', `vars: key ${JSON.stringify(key.slice(0, 64))} has no value`);
+    const vlen = buf[pos] | (buf[pos + 1] << 8);
+    pos += 2;
+    if (pos + vlen > end) return protocolError('PROTOCOL_ERROR', `vars: value of ${vlen} bytes overruns the block`);
+    out.push(key, vlen === 0 ? '' : buf.latin1Slice(pos, pos + vlen));
+    pos += vlen;
+  }
+  return out;
+}
+
+/** First value of `name` in a vars list (exact, case-sensitive match), or undefined. */
+export function getVar(vars: Vars, name: string): string | undefined {
+  for (let i = 0; i < vars.length; i += 2) if (vars[i] === name) return vars[i + 1];
+  return undefined;
+}
