@@ -296,6 +296,8 @@ interface Plan {
   children: ChildSpec[];
   url: string;
   cleanup: () => void;
+  /** Runs before a SIGHUP is passed on to the children. */
+  beforeReload?: () => void;
 }
 
 function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
@@ -332,21 +334,65 @@ async function planDefault(values: Record<string, string | boolean | undefined>)
   };
 }
 
-async function planFromConfig(file: string): Promise<Plan> {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new UpError(`cannot read ${file}: ${(err as Error).message}`);
+/**
+ * The config text with the `apps:` section blanked out character by character
+ * (newlines kept), so a proxy that does not know `apps:` still reports its own
+ * problems at the right FILE:LINE:COL. Null when there is no top-level `apps:`.
+ */
+export function withoutApps(text: string): string | null {
+  const doc = YAML.parseDocument(text);
+  const root = doc.contents;
+  if (!isMap(root)) return null;
+  const pair = root.items.find((p) => (p.key as YAML.Scalar | null)?.value === 'apps');
+  if (!pair) return null;
+  if (root.flow) {
+    root.delete('apps');
+    return doc.toString();
   }
+  const start = (pair.key as YamlNode).range![0];
+  const end = (pair.value as YamlNode | null)?.range?.[1] ?? (pair.key as YamlNode).range![2];
+  return text.slice(0, start) + text.slice(start, end).replace(/[^\n]/g, ' ') + text.slice(end);
+}
+
+async function planFromConfig(file: string): Promise<Plan> {
+  const read = (): string => {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new UpError(`cannot read ${file}: ${(err as Error).message}`);
+    }
+  };
+  const text = read();
   const apps = parseApps(text, file);
   // The proxy validates the rest of the file; check it now so nothing starts on a bad config (like nginx -t).
   const { parseConfig } = await import('../proxy/config.ts');
   let listen: { host: string; port: number };
+  let proxyFile = file;
+  let cleanup = () => {};
+  let beforeReload = () => {};
   try {
     listen = parseConfig(text, file).listen;
   } catch (err) {
-    throw new UpError((err as Error).message);
+    const stripped = withoutApps(text);
+    if (stripped === null) throw new UpError((err as Error).message);
+    // This proxy rejects the `apps:` key: hand it a copy without it, rewritten
+    // from FILE before each SIGHUP so that a reload still reads the user's edits.
+    try {
+      listen = parseConfig(stripped, file).listen;
+    } catch (err2) {
+      throw new UpError((err2 as Error).message);
+    }
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'gatewire-up-'));
+    proxyFile = path.join(dir, path.basename(file));
+    writeFileSync(proxyFile, stripped);
+    cleanup = () => rmSync(dir, { recursive: true, force: true });
+    beforeReload = () => {
+      try {
+        writeFileSync(proxyFile, withoutApps(read()) ?? read());
+      } catch (e) {
+        log(`reload: ${(e as Error).message}`);
+      }
+    };
   }
   const hostPort = listen.host.includes(':') ? `[${listen.host}]:${listen.port}` : `${listen.host}:${listen.port}`;
   return {
@@ -360,10 +406,11 @@ async function planFromConfig(file: string): Promise<Plan> {
           ready: probeAddress(a.listen[0]),
         }),
       ),
-      { name: 'proxy', kind: 'proxy', args: ['proxy', '--config', file], env: childEnv(), ready: probeAddress(hostPort) },
+      { name: 'proxy', kind: 'proxy', args: ['proxy', '--config', proxyFile], env: childEnv(), ready: probeAddress(hostPort) },
     ],
     url: `http://${probeAddress(hostPort)}/`,
-    cleanup: () => {},
+    cleanup,
+    beforeReload,
   };
 }
 
@@ -436,6 +483,7 @@ export async function runUp(argv: string[]): Promise<number> {
   // SIGHUP is passed on: the proxy reloads its config, appservers do a rolling reload of their workers.
   const onHangup = () => {
     log('SIGHUP received, passing it on (proxy: reload config, appservers: rolling reload)');
+    plan.beforeReload?.();
     for (const r of sup.running) if (!r.done) r.child.kill('SIGHUP');
   };
   process.on('SIGINT', onSignal);
