@@ -1,0 +1,33 @@
+"""The Flask half of the compose demo: a WSGI app under uWSGI that the gatewire
+proxy reaches with the classic uwsgi protocol (like NGINX's uwsgi_pass), next to
+the Node appservers it reaches with gatewire's native protocol."""
+import os
+import socket
+
+from flask import Flask, jsonify, request
+
+app = Flask(__name__)
+
+
+@app.get("/")
+def index():
+    return "hello from flask under uWSGI\n", 200, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+@app.get("/whoami")
+def whoami():
+    # HOSTNAME is the container id under Docker; it tells replicas apart.
+    return jsonify(
+        server="flask",
+        hostname=os.environ.get("HOSTNAME") or socket.gethostname(),
+        pid=os.getpid(),
+        path=request.path,
+        script_name=request.script_root,
+        forwarded_for=request.headers.get("X-Forwarded-For"),
+    )
+
+
+@app.post("/echo")
+def echo():
+    body = request.get_data()
+    return body, 200, {"Content-Type": request.content_type or "application/octet-stream"}
