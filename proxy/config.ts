@@ -272,6 +272,8 @@ const ROOT_SCHEMA = obj(
         ['upstream'],
       ),
     },
+    // Local appservers for `gatewire up`; cli/up.ts validates them, the proxy ignores them.
+    apps: {},
     upstreams: {
       type: 'object',
       minProperties: 1,
@@ -319,7 +321,8 @@ export function didYouMean(value: string, candidates: readonly string[]): string
       best = c;
     }
   }
-  const limit = Math.max(2, Math.floor(value.length / 3));
+  // Short words are one edit from many others: "foo" must not suggest "log".
+  const limit = Math.max(1, Math.floor(value.length / 3));
   return bestD <= limit ? best : undefined;
 }
 
@@ -635,8 +638,9 @@ function crossCheck(raw: Record<string, any>, problems: Problems): void {
     if (u.balance === 'hash' && u.hash_key === undefined) {
       problems.add(['upstreams', name, 'hash_key'], 'missing required key for balance: hash (add hash_key: { header: X-User-Id }, { cookie: session } or { uri: true })');
     }
-    if (u.hash_key !== undefined && u.balance !== 'hash' && typeof u.balance === 'string' && (BALANCE_VALUES as readonly string[]).includes(u.balance)) {
-      problems.add(['upstreams', name, 'hash_key'], `is only used with balance: hash, but balance is ${u.balance} (remove hash_key or set balance: hash)`, true);
+    const balance = u.balance ?? DEFAULTS.upstream.balance;
+    if (u.hash_key !== undefined && balance !== 'hash' && typeof balance === 'string' && (BALANCE_VALUES as readonly string[]).includes(balance)) {
+      problems.add(['upstreams', name, 'hash_key'], `is only used with balance: hash, but balance is ${balance} (remove hash_key or set balance: hash)`, true);
     }
     if (u.servers === undefined) {
       problems.add(['upstreams', name, 'servers'], 'missing required key (add servers: [{ address: "127.0.0.1:9000" }])');
