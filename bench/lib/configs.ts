@@ -1,0 +1,321 @@
+// The benchmark's configurations: how to start each one's processes on free
+// loopback ports / Unix sockets in a temp dir, which pids make up each tier,
+// and where the load goes. Every proxy and every app server runs ONE worker
+// process (nginx worker_processes 1, uWSGI --processes 1, gatewire serve
+// --workers 1; the Node proxies are single-process) plus its master where it
+// has one — masters are counted in their tier's CPU and RSS.
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { freePort, waitForListen } from '../../test/helpers/net.ts';
+import { GATEWIRE_BIN, type Proc, ROOT, startProcess } from '../../test/helpers/procs.ts';
+import { requireTool } from '../../test/helpers/tools.ts';
+
+export type Group = 'rps' | 'sse' | 'idle' | 'bulk';
+
+export interface StartOptions {
+  dir: string;
+  group: Group;
+  /** Extra NODE_OPTIONS for gatewire processes (e.g. --cpu-prof). */
+  gatewireNodeOptions?: string;
+}
+
+export interface Running {
+  /** Where the load generator connects. */
+  host: string;
+  port: number;
+  /** Root pid of each tier; a tier is the root and all its descendants. */
+  tiers: { proxy?: number; app: number };
+  stop(): Promise<void>;
+  /** Output of the processes (for error reports). */
+  logs(): string;
+}
+
+export interface Configuration {
+  id: string;
+  label: string;
+  /** Workers per tier, stated in the report. */
+  workers: string;
+  start(o: StartOptions): Promise<Running>;
+}
+
+const NODE = process.execPath;
+const APPS = path.join(ROOT, 'bench/apps');
+
+async function stopAll(procs: Proc[]): Promise<void> {
+  // Front first, so the back end sees its clients go away like in production.
+  for (const p of procs) await p.stop(5000);
+}
+
+function nodeApp(file: string, args: string[], env?: NodeJS.ProcessEnv): Proc {
+  return startProcess(NODE, ['--import', 'tsx', path.join(APPS, file), ...args], { cwd: ROOT, env: env ?? process.env });
+}
+
+function gatewire(args: string[], o: StartOptions): Proc {
+  const env = { ...process.env };
+  if (o.gatewireNodeOptions) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${o.gatewireNodeOptions}`.trim();
+  return startProcess(NODE, [GATEWIRE_BIN, ...args], { cwd: ROOT, env });
+}
+
+async function ready(proc: Proc, address: string, re = /listening/i): Promise<void> {
+  await Promise.race([
+    proc.waitFor(re, 30_000),
+    proc.exited.then((code) => {
+      throw new Error(`exited with ${code} before listening:\n${proc.output().slice(-2000)}`);
+    }),
+  ]);
+  await waitForListen(address, 30_000);
+}
+
+async function nodeHttpApp(): Promise<{ proc: Proc; port: number }> {
+  const port = await freePort();
+  const proc = nodeApp('node-http.ts', [`127.0.0.1:${port}`]);
+  await ready(proc, `127.0.0.1:${port}`);
+  return { proc, port };
+}
+
+function nginxConf(o: StartOptions, listenPort: number, upstream: string, location: string): string {
+  const d = o.dir;
+  const user = process.getuid?.() === 0 ? 'user root;\n' : '';
+  return `${user}daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid ${d}/nginx.pid;
+error_log ${d}/nginx-error.log warn;
+events { worker_connections 16000; }
+http {
+  access_log off;
+  client_body_temp_path ${d}/ngx-body;
+  proxy_temp_path ${d}/ngx-proxy;
+  uwsgi_temp_path ${d}/ngx-uwsgi;
+  fastcgi_temp_path ${d}/ngx-fcgi;
+  scgi_temp_path ${d}/ngx-scgi;
+  keepalive_timeout 75s;
+  keepalive_requests 1000000;
+  client_max_body_size 0;
+  upstream app {
+    ${upstream}
+  }
+  server {
+    listen 127.0.0.1:${listenPort} backlog=4096;
+    location / {
+      ${location}
+    }
+  }
+}
+`;
+}
+
+async function startNginx(o: StartOptions, upstream: string, location: string): Promise<{ proc: Proc; port: number }> {
+  const bin = requireTool('nginx');
+  const port = await freePort();
+  const conf = path.join(o.dir, 'nginx.conf');
+  writeFileSync(conf, nginxConf(o, port, upstream, location));
+  const proc = startProcess(bin, ['-p', `${o.dir}/`, '-c', conf, '-e', `${o.dir}/nginx-error.log`]);
+  try {
+    await waitForListen(`127.0.0.1:${port}`, 15_000);
+  } catch (err) {
+    await proc.stop();
+    throw new Error(`nginx did not start: ${(err as Error).message}\n${proc.output()}`);
+  }
+  return { proc, port };
+}
+
+async function startUwsgi(o: StartOptions): Promise<{ proc: Proc; socket: string }> {
+  const bin = requireTool('uwsgi');
+  const socket = path.join(o.dir, 'uwsgi.sock');
+  // SSE holds 100 responses open at once: a sync WSGI worker needs a thread per stream.
+  const threads = o.group === 'sse' ? ['--threads', '128'] : [];
+  const proc = startProcess(bin, [
+    '--plugin', 'python3', '--master', '--processes', '1', ...threads,
+    '--socket', socket, '--listen', '1024', '--chdir', APPS, '--wsgi-file', path.join(APPS, 'wsgi_app.py'),
+    '--need-app', '--disable-logging', '--die-on-term', '--buffer-size', '32768',
+  ]);
+  try {
+    await waitForListen(`unix:${socket}`, 15_000);
+  } catch (err) {
+    await proc.stop();
+    throw new Error(`uwsgi did not start: ${(err as Error).message}\n${proc.output()}`);
+  }
+  return { proc, socket };
+}
+
+async function startGatewireServe(o: StartOptions, listen: string): Promise<Proc> {
+  const proc = gatewire(['serve', path.join(APPS, 'gatewire-app.ts'), '--listen', listen, '--workers', '1'], o);
+  try {
+    await ready(proc, listen);
+  } catch (err) {
+    await proc.stop();
+    throw new Error(`gatewire serve did not start: ${(err as Error).message}`);
+  }
+  return proc;
+}
+
+async function startGatewireProxy(o: StartOptions, protocol: 'gatewire' | 'uwsgi', address: string): Promise<{ proc: Proc; port: number }> {
+  const port = await freePort();
+  const file = path.join(o.dir, 'proxy.json');
+  const config = {
+    listen: { host: '127.0.0.1', port },
+    admin: false,
+    log: { level: 'warn', access: false },
+    routes: [{ match: { path_prefix: '/' }, upstream: 'app' }],
+    upstreams: { app: { protocol, balance: 'round_robin', servers: [{ address }] } },
+  };
+  writeFileSync(file, JSON.stringify(config, null, 2));
+  const proc = gatewire(['proxy', '--config', file], o);
+  try {
+    await ready(proc, `127.0.0.1:${port}`);
+  } catch (err) {
+    await proc.stop();
+    throw new Error(`gatewire proxy did not start: ${(err as Error).message}`);
+  }
+  return { proc, port };
+}
+
+function running(port: number, tiers: Running['tiers'], procs: Proc[]): Running {
+  return {
+    host: '127.0.0.1',
+    port,
+    tiers,
+    stop: () => stopAll(procs),
+    logs: () => procs.map((p) => p.output().slice(-3000)).join('\n'),
+  };
+}
+
+/** Starts `back`, then `front`; stops `back` if `front` fails. */
+async function chain<B extends { proc: Proc }, F extends { proc: Proc; port: number }>(
+  back: () => Promise<B>,
+  front: (b: B) => Promise<F>,
+): Promise<Running> {
+  const b = await back();
+  let f: F;
+  try {
+    f = await front(b);
+  } catch (err) {
+    await b.proc.stop();
+    throw err;
+  }
+  return running(f.port, { proxy: f.proc.child.pid!, app: b.proc.child.pid! }, [f.proc, b.proc]);
+}
+
+const UWSGI_LOCATION = 'include /etc/nginx/uwsgi_params;\n      uwsgi_pass app;';
+const HTTP_LOCATION = 'proxy_pass http://app;\n      proxy_http_version 1.1;\n      proxy_set_header Connection "";';
+
+export const CONFIGURATIONS: Configuration[] = [
+  {
+    id: '0',
+    label: 'Fastify answering itself (no upstream)',
+    workers: 'fastify: 1 process',
+    async start() {
+      const port = await freePort();
+      const proc = nodeApp('fastify-self.ts', [`127.0.0.1:${port}`]);
+      await ready(proc, `127.0.0.1:${port}`);
+      return running(port, { app: proc.child.pid! }, [proc]);
+    },
+  },
+  {
+    id: '1',
+    label: 'node:http app, no proxy',
+    workers: 'node:http: 1 process',
+    async start(o) {
+      const { proc, port } = await nodeHttpApp();
+      return running(port, { app: proc.child.pid! }, [proc]);
+    },
+  },
+  {
+    id: '2',
+    label: 'gatewire proxy → gatewire serve (native, Unix socket)',
+    workers: 'gatewire proxy: 1 process; gatewire serve: master + 1 worker',
+    start: (o) =>
+      chain(
+        async () => {
+          const sock = `unix:${path.join(o.dir, 'app.sock')}`;
+          return { proc: await startGatewireServe(o, sock), sock };
+        },
+        (b) => startGatewireProxy(o, 'gatewire', b.sock),
+      ),
+  },
+  {
+    id: '2t',
+    label: 'gatewire proxy → gatewire serve (native, TCP)',
+    workers: 'gatewire proxy: 1 process; gatewire serve: master + 1 worker',
+    start: (o) =>
+      chain(
+        async () => {
+          const addr = `127.0.0.1:${await freePort()}`;
+          return { proc: await startGatewireServe(o, addr), addr };
+        },
+        (b) => startGatewireProxy(o, 'gatewire', b.addr),
+      ),
+  },
+  {
+    id: '3',
+    label: 'fastify + @fastify/reply-from → node:http (HTTP/1.1 keep-alive)',
+    workers: 'reply-from proxy: 1 process; node:http: 1 process',
+    start: (o) =>
+      chain(
+        () => nodeHttpApp(),
+        async (b) => {
+          const port = await freePort();
+          const proc = nodeApp('reply-from-proxy.ts', [`127.0.0.1:${port}`, `http://127.0.0.1:${b.port}`]);
+          try {
+            await ready(proc, `127.0.0.1:${port}`);
+          } catch (err) {
+            await proc.stop();
+            throw err;
+          }
+          return { proc, port };
+        },
+      ),
+  },
+  {
+    id: '4',
+    label: 'nginx proxy_pass (upstream keepalive) → node:http',
+    workers: 'nginx: master + 1 worker; node:http: 1 process',
+    start: (o) =>
+      chain(
+        () => nodeHttpApp(),
+        (b) => startNginx(o, `server 127.0.0.1:${b.port};\n    keepalive 64;`, HTTP_LOCATION),
+      ),
+  },
+  {
+    id: '5',
+    label: 'nginx uwsgi_pass (Unix socket) → gatewire serve',
+    workers: 'nginx: master + 1 worker; gatewire serve: master + 1 worker',
+    start: (o) =>
+      chain(
+        async () => {
+          const sock = path.join(o.dir, 'app.sock');
+          return { proc: await startGatewireServe(o, `unix:${sock}`), sock };
+        },
+        (b) => startNginx(o, `server unix:${b.sock};`, UWSGI_LOCATION),
+      ),
+  },
+  {
+    id: '6',
+    label: 'nginx uwsgi_pass (Unix socket) → uWSGI (Python WSGI)',
+    workers: 'nginx: master + 1 worker; uWSGI: master + 1 process',
+    start: (o) =>
+      chain(
+        () => startUwsgi(o),
+        (b) => startNginx(o, `server unix:${b.socket};`, UWSGI_LOCATION),
+      ),
+  },
+  {
+    id: '7',
+    label: 'gatewire proxy (uwsgi, Unix socket) → uWSGI (Python WSGI)',
+    workers: 'gatewire proxy: 1 process; uWSGI: master + 1 process',
+    start: (o) =>
+      chain(
+        () => startUwsgi(o),
+        (b) => startGatewireProxy(o, 'uwsgi', `unix:${b.socket}`),
+      ),
+  },
+];
+
+/** `--configs 2,3`: "2" selects 2 and 2t. */
+export function selectConfigurations(filter: string | undefined): Configuration[] {
+  if (!filter) return CONFIGURATIONS;
+  const wanted = filter.split(',').map((s) => s.trim()).filter(Boolean);
+  return CONFIGURATIONS.filter((c) => wanted.some((w) => c.id === w || c.id.replace(/\D+$/, '') === w));
+}

@@ -1,0 +1,536 @@
+// `npm run bench [-- --quick] [--only hello,64k,post,sse,idle,bulk] [--configs 2,3] [--rounds N] [--cpu-prof DIR]`
+//
+// Starts every configuration of the bench issue on loopback, loads it from a
+// separate process (wrk, or the small clients in bench/lib), measures CPU and
+// peak RSS of each tier from /proc, interleaves configurations (A B C … A B C …)
+// over several rounds and prints medians as Markdown tables, with every row's
+// ratio to configuration 3 (the Node peer) and 6 (NGINX → uWSGI). The same data
+// goes to bench/results/latest.json. Errors are summed over rounds, never hidden.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { tempDir } from '../test/helpers/net.ts';
+import { ROOT } from '../test/helpers/procs.ts';
+import { type Configuration, type Group, type Running, selectConfigurations } from './lib/configs.ts';
+import { download, fetchOnce, openIdleConnections, runSse, upload } from './lib/http-client.ts';
+import { TierMonitor, type TierUsage, tierRssKb } from './lib/procfs.ts';
+import { median, ratio, sum } from './lib/stats.ts';
+import { type Column, markdownTable, type TableRow } from './lib/table.ts';
+import { runWrk, writePostScript } from './lib/wrk.ts';
+
+type ScenarioId = 'hello' | '64k' | 'post' | 'sse' | 'idle' | 'bulk';
+
+interface Scenario {
+  id: ScenarioId;
+  group: Group;
+  title: string;
+  /** The metric the ×(3) / ×(6) ratios are computed on. */
+  primary: string;
+  columns: Column[];
+}
+
+const MIB = 1024 * 1024;
+
+const RPS_COLUMNS: Column[] = [
+  { key: 'rps', title: 'req/s' },
+  { key: 'ratio3', title: '×(3)' },
+  { key: 'ratio6', title: '×(6)' },
+  { key: 'p50Ms', title: 'p50 ms', digits: 2 },
+  { key: 'p99Ms', title: 'p99 ms', digits: 2 },
+  { key: 'errors', title: 'errors' },
+  { key: 'proxyCpuUs', title: 'proxy CPU µs/req' },
+  { key: 'appCpuUs', title: 'app CPU µs/req' },
+  { key: 'proxyRssMiB', title: 'proxy peak RSS MiB', digits: 1 },
+  { key: 'appRssMiB', title: 'app peak RSS MiB', digits: 1 },
+];
+
+const SCENARIOS: Scenario[] = [
+  { id: 'hello', group: 'rps', title: 'hello — GET, 13-byte body', primary: 'rps', columns: RPS_COLUMNS },
+  { id: '64k', group: 'rps', title: '64 KiB response — GET', primary: 'rps', columns: RPS_COLUMNS },
+  { id: 'post', group: 'rps', title: '1 MiB POST echo (the app answers the length)', primary: 'rps', columns: RPS_COLUMNS },
+  {
+    id: 'sse',
+    group: 'sse',
+    title: 'server-sent events — concurrent streams, one event per stream every 10 ms',
+    primary: 'eventsPerSec',
+    columns: [
+      { key: 'eventsPerSec', title: 'events/s' },
+      { key: 'ratio3', title: '×(3)' },
+      { key: 'ratio6', title: '×(6)' },
+      { key: 'p50Ms', title: 'delivery p50 ms', digits: 2 },
+      { key: 'p99Ms', title: 'delivery p99 ms', digits: 2 },
+      { key: 'connected', title: 'streams' },
+      { key: 'errors', title: 'errors' },
+      { key: 'proxyCpuUs', title: 'proxy CPU µs/event', digits: 1 },
+      { key: 'appCpuUs', title: 'app CPU µs/event', digits: 1 },
+      { key: 'proxyRssMiB', title: 'proxy peak RSS MiB', digits: 1 },
+      { key: 'appRssMiB', title: 'app peak RSS MiB', digits: 1 },
+    ],
+  },
+  {
+    id: 'idle',
+    group: 'idle',
+    title: 'idle keep-alive client connections held by the front process (one GET each, then idle)',
+    primary: 'frontRssAfterMiB',
+    columns: [
+      { key: 'held', title: 'held open' },
+      { key: 'dropped', title: 'closed by server' },
+      { key: 'errors', title: 'errors' },
+      { key: 'frontRssBeforeMiB', title: 'front RSS before MiB', digits: 1 },
+      { key: 'frontRssAfterMiB', title: 'front RSS held MiB', digits: 1 },
+      { key: 'ratio3', title: '×(3)' },
+      { key: 'ratio6', title: '×(6)' },
+      { key: 'kibPerConn', title: 'KiB/conn', digits: 1 },
+      { key: 'probeMs', title: 'new request while held, ms', digits: 1 },
+    ],
+  },
+  {
+    id: 'bulk',
+    group: 'bulk',
+    title: 'bulk transfer — one streamed download and one streamed upload (POST /echo)',
+    primary: 'downMiBps',
+    columns: [
+      { key: 'downMiBps', title: 'download MiB/s' },
+      { key: 'ratio3', title: '×(3)' },
+      { key: 'ratio6', title: '×(6)' },
+      { key: 'upMiBps', title: 'upload MiB/s' },
+      { key: 'errors', title: 'errors' },
+      { key: 'downProxyRssMiB', title: 'proxy peak RSS down MiB', digits: 1 },
+      { key: 'upProxyRssMiB', title: 'proxy peak RSS up MiB', digits: 1 },
+      { key: 'downAppRssMiB', title: 'app peak RSS down MiB', digits: 1 },
+      { key: 'upAppRssMiB', title: 'app peak RSS up MiB', digits: 1 },
+    ],
+  },
+];
+
+interface Settings {
+  quick: boolean;
+  rounds: number;
+  durationS: number;
+  warmS: number;
+  connections: number;
+  sseStreams: number;
+  sseWarmMs: number;
+  sseMs: number;
+  idleCount: number;
+  bulkBytes: number;
+  postBytes: number;
+  cpuProfDir?: string;
+}
+
+interface Sample {
+  values: Record<string, number>;
+  errors: number;
+  errorSamples: string[];
+}
+
+const log = (msg: string) => process.stderr.write(`${msg}\n`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function usageValues(prefix: string, u: TierUsage | undefined, work: number): Record<string, number> {
+  if (!u) return {};
+  return {
+    [`${prefix}CpuUs`]: work > 0 ? (u.cpuSeconds * 1e6) / work : Number.NaN,
+    [`${prefix}RssMiB`]: u.peakRssKb / 1024,
+  };
+}
+
+class Tiers {
+  private readonly proxy?: TierMonitor;
+  private readonly app: TierMonitor;
+  constructor(r: Running) {
+    this.proxy = r.tiers.proxy ? new TierMonitor(r.tiers.proxy) : undefined;
+    this.app = new TierMonitor(r.tiers.app);
+  }
+  start(): void {
+    this.proxy?.start();
+    this.app.start();
+  }
+  stop(): { proxy?: TierUsage; app: TierUsage } {
+    return { proxy: this.proxy?.stop(), app: this.app.stop() };
+  }
+}
+
+async function check(r: Running, method: string, urlPath: string, body: Buffer | undefined, expect: (b: Buffer) => boolean): Promise<string | undefined> {
+  try {
+    const res = await fetchOnce(r, method, urlPath, body);
+    if (res.status !== 200) return `${method} ${urlPath}: status ${res.status}`;
+    if (!expect(res.body)) return `${method} ${urlPath}: unexpected body (${res.body.length} bytes: ${res.body.subarray(0, 40).toString()})`;
+    return undefined;
+  } catch (err) {
+    return `${method} ${urlPath}: ${(err as Error).message}`;
+  }
+}
+
+async function wrkScenario(s: Scenario, r: Running, set: Settings, dir: string): Promise<Sample> {
+  const route = s.id === 'hello' ? '/hello' : s.id === '64k' ? '/64k' : '/echo';
+  const post = s.id === 'post';
+  const script = post ? writePostScript(dir, set.postBytes) : undefined;
+  const errorSamples: string[] = [];
+  const bad = await check(
+    r,
+    post ? 'POST' : 'GET',
+    route,
+    post ? Buffer.alloc(set.postBytes, 0x78) : undefined,
+    s.id === 'hello' ? (b) => b.toString() === 'Hello, World!' : s.id === '64k' ? (b) => b.length === 65536 : (b) => b.toString() === String(set.postBytes),
+  );
+  if (bad) errorSamples.push(`check: ${bad}`);
+  const url = `http://${r.host}:${r.port}${route}`;
+  const timeoutS = post ? 10 : 5;
+  if (set.warmS > 0) await runWrk({ url, connections: set.connections, durationS: set.warmS, script, timeoutS });
+  const tiers = new Tiers(r);
+  tiers.start();
+  const { result, output } = await runWrk({ url, connections: set.connections, durationS: set.durationS, script, timeoutS });
+  const usage = tiers.stop();
+  if (result.errors > 0) errorSamples.push(`wrk: ${output.split('\n').filter((l) => /Socket errors|Non-2xx/.test(l)).join('; ').trim()}`);
+  return {
+    values: {
+      rps: result.rps,
+      p50Ms: result.p50Ms,
+      p99Ms: result.p99Ms,
+      requests: result.requests,
+      ...usageValues('proxy', usage.proxy, result.requests),
+      ...usageValues('app', usage.app, result.requests),
+    },
+    errors: result.errors + (bad ? 1 : 0),
+    errorSamples,
+  };
+}
+
+async function sseScenario(r: Running, set: Settings): Promise<Sample> {
+  const tiers = new Tiers(r);
+  let usage: ReturnType<Tiers['stop']> | undefined;
+  const res = await runSse(r, set.sseStreams, set.sseWarmMs, set.sseMs, {
+    start: () => tiers.start(),
+    stop: () => {
+      usage = tiers.stop();
+    },
+  });
+  return {
+    values: {
+      eventsPerSec: res.eventsPerSec,
+      p50Ms: res.p50Ms,
+      p99Ms: res.p99Ms,
+      connected: res.connected,
+      events: res.events,
+      ...usageValues('proxy', usage?.proxy, res.events),
+      ...usageValues('app', usage?.app, res.events),
+    },
+    errors: res.errors,
+    errorSamples: res.errorSamples,
+  };
+}
+
+async function idleScenario(r: Running, set: Settings): Promise<Sample> {
+  const front = r.tiers.proxy ?? r.tiers.app;
+  const errorSamples: string[] = [];
+  let errors = 0;
+  for (let i = 0; i < 20; i++) {
+    const bad = await check(r, 'GET', '/hello', undefined, (b) => b.toString() === 'Hello, World!');
+    if (bad) {
+      errors++;
+      errorSamples.push(`check: ${bad}`);
+      break;
+    }
+  }
+  const before = tierRssKb(front);
+  const conns = await openIdleConnections(r, set.idleCount);
+  await sleep(1000);
+  const after = tierRssKb(front);
+  const held = conns.open();
+  const t0 = performance.now();
+  const probe = await check(r, 'GET', '/hello', undefined, (b) => b.toString() === 'Hello, World!');
+  const probeMs = performance.now() - t0;
+  conns.close();
+  if (probe) {
+    errors++;
+    errorSamples.push(`request while ${held} connections held: ${probe}`);
+  }
+  errors += conns.failed;
+  errorSamples.push(...conns.errorSamples.map((e) => `connect: ${e}`));
+  return {
+    values: {
+      held,
+      dropped: conns.opened - held,
+      frontRssBeforeMiB: before / 1024,
+      frontRssAfterMiB: after / 1024,
+      kibPerConn: conns.opened > 0 ? (after - before) / conns.opened : Number.NaN,
+      probeMs: probe ? Number.NaN : probeMs,
+    },
+    errors,
+    errorSamples,
+  };
+}
+
+async function bulkScenario(r: Running, set: Settings): Promise<Sample> {
+  const values: Record<string, number> = {};
+  const errorSamples: string[] = [];
+  let errors = 0;
+  // Generous: the slowest configuration must finish, not be cut.
+  const timeoutMs = 30_000 + (set.bulkBytes / (10 * MIB)) * 1000;
+  for (const dir of ['down', 'up'] as const) {
+    const tiers = new Tiers(r);
+    tiers.start();
+    const res = dir === 'down' ? await download(r, set.bulkBytes, timeoutMs) : await upload(r, set.bulkBytes, timeoutMs);
+    const usage = tiers.stop();
+    values[`${dir}MiBps`] = res.error ? Number.NaN : res.bytes / MIB / res.seconds;
+    if (usage.proxy) values[`${dir}ProxyRssMiB`] = usage.proxy.peakRssKb / 1024;
+    values[`${dir}AppRssMiB`] = usage.app.peakRssKb / 1024;
+    if (res.error) {
+      errors++;
+      errorSamples.push(`${dir === 'down' ? 'download' : 'upload'}: ${res.error}`);
+    }
+  }
+  return { values, errors, errorSamples };
+}
+
+function runScenario(s: Scenario, r: Running, set: Settings, dir: string): Promise<Sample> {
+  switch (s.group) {
+    case 'rps':
+      return wrkScenario(s, r, set, dir);
+    case 'sse':
+      return sseScenario(r, set);
+    case 'idle':
+      return idleScenario(r, set);
+    case 'bulk':
+      return bulkScenario(r, set);
+  }
+}
+
+function toolVersion(cmd: string, args: string[]): string {
+  try {
+    const out = execFileSync('sh', ['-c', `${cmd} ${args.join(' ')} 2>&1`], { encoding: 'utf8', env: { ...process.env, PATH: `/usr/sbin:${process.env.PATH}` } });
+    return out.split('\n')[0]!.trim();
+  } catch (err) {
+    const out = String((err as { stdout?: string }).stdout ?? '');
+    return out.split('\n')[0]?.trim() || 'not installed';
+  }
+}
+
+function pkgVersion(name: string): string {
+  try {
+    return execFileSync(process.execPath, ['-p', `require('${name}/package.json').version`], { cwd: ROOT, encoding: 'utf8' }).trim();
+  } catch {
+    return '?';
+  }
+}
+
+function machine() {
+  const cpus = os.cpus();
+  return {
+    cpu: cpus[0]?.model ?? 'unknown',
+    cores: os.availableParallelism(),
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    kernel: `${os.type()} ${os.release()}`,
+    node: process.version,
+    fastify: pkgVersion('fastify'),
+    replyFrom: pkgVersion('@fastify/reply-from'),
+    undici: pkgVersion('undici'),
+    nginx: toolVersion('nginx', ['-v']),
+    uwsgi: toolVersion('uwsgi', ['--version']),
+    wrk: toolVersion('wrk', ['-v']).replace(/ \[.*$/, ''),
+  };
+}
+
+async function main(): Promise<void> {
+  const { values: args } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      configs: { type: 'string' },
+      rounds: { type: 'string' },
+      duration: { type: 'string' },
+      'cpu-prof': { type: 'string' },
+      json: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (args.help) {
+    process.stdout.write(
+      'usage: npm run bench -- [--quick] [--only hello,64k,post,sse,idle,bulk] [--configs 0,1,2,3,4,5,6,7] [--rounds N] [--duration S] [--cpu-prof DIR] [--json FILE]\n',
+    );
+    return;
+  }
+  const quick = args.quick;
+  const set: Settings = {
+    quick,
+    rounds: Number(args.rounds ?? (quick ? 1 : 3)),
+    durationS: Number(args.duration ?? (quick ? 1 : 5)),
+    warmS: quick ? 0 : 1,
+    connections: 64,
+    sseStreams: 100,
+    sseWarmMs: quick ? 500 : 1000,
+    sseMs: quick ? 1500 : 3000,
+    idleCount: quick ? 2000 : 10_000,
+    bulkBytes: quick ? 64 * MIB : 1024 * MIB,
+    postBytes: MIB,
+    cpuProfDir: args['cpu-prof'] ? path.resolve(args['cpu-prof']) : undefined,
+  };
+  const only = args.only ? new Set(args.only.split(',').map((s) => s.trim())) : undefined;
+  const scenarios = SCENARIOS.filter((s) => !only || only.has(s.id));
+  const configs = selectConfigurations(args.configs);
+  if (scenarios.length === 0 || configs.length === 0) throw new Error('nothing selected: check --only / --configs');
+  if (set.cpuProfDir) mkdirSync(set.cpuProfDir, { recursive: true });
+
+  const started = Date.now();
+  const samples = new Map<ScenarioId, Map<string, Sample[]>>();
+  const failures = new Map<string, string[]>();
+  for (const s of scenarios) samples.set(s.id, new Map(configs.map((c) => [c.id, []])));
+
+  const groups = (['rps', 'sse', 'idle', 'bulk'] as const).filter((g) => scenarios.some((s) => s.group === g));
+  for (const group of groups) {
+    const groupScenarios = scenarios.filter((s) => s.group === group);
+    // Memory-bound scenarios are measured once; throughput ones over `rounds` interleaved rounds.
+    const rounds = group === 'idle' || group === 'bulk' ? 1 : set.rounds;
+    for (let round = 1; round <= rounds; round++) {
+      for (const c of configs) {
+        await runConfiguration(c, group, groupScenarios, set, round, rounds, samples, failures);
+      }
+    }
+  }
+
+  const report = buildReport(scenarios, configs, samples, failures, set, started);
+  process.stdout.write(report.markdown);
+  const jsonFile = args.json ? path.resolve(args.json) : path.join(ROOT, 'bench/results/latest.json');
+  mkdirSync(path.dirname(jsonFile), { recursive: true });
+  writeFileSync(jsonFile, `${JSON.stringify(report.json, null, 2)}\n`);
+  log(`\nwrote ${path.relative(process.cwd(), jsonFile)} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+}
+
+async function runConfiguration(
+  c: Configuration,
+  group: Group,
+  groupScenarios: Scenario[],
+  set: Settings,
+  round: number,
+  rounds: number,
+  samples: Map<ScenarioId, Map<string, Sample[]>>,
+  failures: Map<string, string[]>,
+): Promise<void> {
+  const { dir, cleanup } = tempDir('gwb-');
+  let running: Running | undefined;
+  try {
+    running = await c.start({
+      dir,
+      group,
+      gatewireNodeOptions: set.cpuProfDir ? `--cpu-prof --cpu-prof-dir=${set.cpuProfDir}` : undefined,
+    });
+  } catch (err) {
+    const msg = (err as Error).message.split('\n').slice(0, 6).join(' ⏎ ');
+    log(`[${group} ${round}/${rounds}] (${c.id}) failed to start: ${msg}`);
+    const list = failures.get(c.id) ?? [];
+    if (!list.includes(msg)) list.push(msg);
+    failures.set(c.id, list);
+    cleanup();
+    return;
+  }
+  try {
+    for (const s of groupScenarios) {
+      let sample: Sample;
+      try {
+        sample = await runScenario(s, running, set, dir);
+      } catch (err) {
+        sample = { values: {}, errors: 1, errorSamples: [(err as Error).message.split('\n')[0]!] };
+      }
+      samples.get(s.id)!.get(c.id)!.push(sample);
+      const v = sample.values;
+      const main = s.primary in v ? `${s.primary}=${Math.round(v[s.primary]!)}` : 'no result';
+      log(`[${s.id} ${round}/${rounds}] (${c.id}) ${main} errors=${sample.errors}${sample.errorSamples.length ? ` (${sample.errorSamples[0]})` : ''}`);
+    }
+  } finally {
+    await running.stop();
+    cleanup();
+  }
+}
+
+function buildReport(
+  scenarios: Scenario[],
+  configs: Configuration[],
+  samples: Map<ScenarioId, Map<string, Sample[]>>,
+  failures: Map<string, string[]>,
+  set: Settings,
+  started: number,
+): { markdown: string; json: object } {
+  const m = machine();
+  const out: string[] = [];
+  const date = new Date().toISOString();
+  out.push(`# gatewire benchmark${set.quick ? ' (--quick)' : ''} — ${date}`, '');
+  out.push(
+    `Machine: ${m.cpu}, **${m.cores} cores shared by the load generator, the proxy and the app**, ${m.memoryGiB} GiB, ${m.kernel}. ` +
+      `Node ${m.node}, fastify ${m.fastify}, @fastify/reply-from ${m.replyFrom}, undici ${m.undici}; ${m.nginx}; uWSGI ${m.uwsgi}; ${m.wrk}.`,
+    '',
+  );
+  out.push(
+    'Workers: every proxy and every app server runs **one worker process**: nginx master + 1 worker; uWSGI master + 1 worker (Python WSGI; 128 threads only in the SSE scenario); ' +
+      '`gatewire serve --workers 1` (master + 1 worker); `gatewire proxy`, the reply-from proxy, Fastify and the node:http app are single processes. Masters count in their tier.',
+    '',
+  );
+  const rounds = set.rounds;
+  out.push(
+    `Method: \`wrk -t1 -c${set.connections} -d${set.durationS}s --latency\`${set.warmS ? ` after a ${set.warmS} s wrk warm-up` : ' (no warm-up beyond a check request: --quick)'}; ` +
+      `configurations interleaved A B C … over ${rounds} round${rounds > 1 ? 's' : ''} (idle and bulk: 1 round), medians shown; errors are summed over rounds. ` +
+      'CPU µs/req = utime+stime of all the tier’s processes (from /proc, workers included) ÷ requests completed. Peak RSS = sum over the tier’s processes of VmHWM, reset before each measurement. ' +
+      `×(3) and ×(6) = the row’s headline figure ÷ configuration 3’s (fastify + reply-from) and 6’s (nginx → uWSGI). ` +
+      `SSE: ${set.sseStreams} streams, ${set.sseMs / 1000} s measured after ${set.sseWarmMs / 1000} s; idle: ${set.idleCount.toLocaleString('en-US')} connections; bulk: ${set.bulkBytes / MIB} MiB each way; POST: ${set.postBytes / MIB} MiB bodies.`,
+    '',
+  );
+  out.push('Configurations:', '');
+  for (const c of configs) out.push(`- (${c.id}) ${c.label} — ${c.workers}`);
+  out.push('');
+
+  const json: Record<string, unknown> = {
+    date,
+    quick: set.quick,
+    machine: m,
+    settings: set,
+    configurations: configs.map((c) => ({ id: c.id, label: c.label, workers: c.workers, startFailures: failures.get(c.id) ?? [] })),
+    scenarios: {} as Record<string, unknown>,
+  };
+
+  for (const s of scenarios) {
+    const perConfig = samples.get(s.id)!;
+    const medians = new Map<string, Record<string, number>>();
+    for (const c of configs) {
+      const list = perConfig.get(c.id)!;
+      const keys = new Set(list.flatMap((x) => Object.keys(x.values)));
+      const med: Record<string, number> = {};
+      for (const k of keys) med[k] = median(list.map((x) => x.values[k] ?? Number.NaN));
+      medians.set(c.id, med);
+    }
+    const ref3 = medians.get('3')?.[s.primary];
+    const ref6 = medians.get('6')?.[s.primary];
+    const rows: TableRow[] = [];
+    const jsonRows: object[] = [];
+    const notes: string[] = [];
+    for (const c of configs) {
+      const list = perConfig.get(c.id)!;
+      const med = medians.get(c.id)!;
+      const errors = sum(list.map((x) => x.errors));
+      const values: TableRow['values'] = { ...med, errors, ratio3: ratio(med[s.primary], ref3), ratio6: ratio(med[s.primary], ref6) };
+      const failed = failures.get(c.id);
+      if (list.length === 0) {
+        values.errors = failed ? 'did not start' : 'not run';
+        if (failed) notes.push(`(${c.id}) did not start: ${failed[0]}`);
+      }
+      for (const e of new Set(list.flatMap((x) => x.errorSamples))) notes.push(`(${c.id}) ${e}`);
+      rows.push({ id: c.id, label: c.label, values });
+      const allRatios: Record<string, { to3: number; to6: number }> = {};
+      for (const k of Object.keys(med)) allRatios[k] = { to3: ratio(med[k], medians.get('3')?.[k]), to6: ratio(med[k], medians.get('6')?.[k]) };
+      jsonRows.push({ id: c.id, label: c.label, median: med, errors, ratio3: values.ratio3, ratio6: values.ratio6, ratios: allRatios, rounds: list, startFailures: failed ?? [] });
+    }
+    out.push(`## ${s.title}`, '', markdownTable(s.columns, rows), '');
+    if (notes.length) {
+      out.push('Errors and failures:', '');
+      for (const n of notes.slice(0, 30)) out.push(`- ${n}`);
+      if (notes.length > 30) out.push(`- … ${notes.length - 30} more in latest.json`);
+      out.push('');
+    }
+    (json.scenarios as Record<string, unknown>)[s.id] = { title: s.title, primary: s.primary, rows: jsonRows };
+  }
+  out.push(`Total time: ${((Date.now() - started) / 1000).toFixed(0)} s.`, '');
+  return { markdown: out.join('\n'), json: JSON.parse(JSON.stringify(json, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v))) };
+}
+
+await main();
