@@ -74,7 +74,8 @@ export class Host {
   }
 
   release(): void {
-    if (this.inflight > 0) this.inflight--;
+    if (this.inflight === 0) return;
+    this.inflight--;
     if (this.inflight === 0 && this.draining) this.onIdle?.(this);
   }
 
