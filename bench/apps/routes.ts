@@ -4,7 +4,7 @@
 //   GET  /hello               13-byte "Hello, World!"
 //   GET  /64k                 65,536 bytes
 //   POST /echo                reads the body, answers its length in decimal
-//   GET  /sse                 server-sent events, one every SSE_INTERVAL_MS, data = send time (epoch ms)
+//   GET  /sse                 server-sent events, one every SSE_INTERVAL_MS, data = send time (CLOCK_MONOTONIC ms)
 //   GET  /download?bytes=N    N bytes, streamed in 64 KiB chunks with backpressure
 export const HELLO_BODY = Buffer.from('Hello, World!');
 export const K64_BODY = Buffer.alloc(65536, 0x78);
@@ -12,9 +12,14 @@ export const K64_BODY = Buffer.alloc(65536, 0x78);
 export const DOWNLOAD_CHUNK = Buffer.alloc(65536, 0x78);
 export const SSE_INTERVAL_MS = 10;
 
-/** Wall-clock milliseconds with sub-millisecond resolution, comparable across processes. */
+/**
+ * CLOCK_MONOTONIC in milliseconds: one clock for every process on the machine
+ * (Python's time.monotonic() reads the same one), so the SSE client can compare
+ * the app's send time with its own arrival time. performance.timeOrigin is not
+ * precise enough across processes (it is skewed by up to a millisecond).
+ */
 export function nowMs(): number {
-  return performance.timeOrigin + performance.now();
+  return Number(process.hrtime.bigint()) / 1e6;
 }
 
 export function sseEvent(): string {

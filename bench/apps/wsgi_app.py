@@ -11,7 +11,7 @@ SSE_INTERVAL = 0.010
 def _sse():
     while True:
         time.sleep(SSE_INTERVAL)
-        yield b"data: %.3f\n\n" % (time.time() * 1000.0)
+        yield b"data: %.3f\n\n" % (time.monotonic() * 1000.0)  # same clock as the Node client
 
 
 def _download(total):

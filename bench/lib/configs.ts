@@ -217,7 +217,7 @@ export const CONFIGURATIONS: Configuration[] = [
     id: '1',
     label: 'node:http app, no proxy',
     workers: 'node:http: 1 process',
-    async start(o) {
+    async start() {
       const { proc, port } = await nodeHttpApp();
       return running(port, { app: proc.child.pid! }, [proc]);
     },
@@ -252,7 +252,7 @@ export const CONFIGURATIONS: Configuration[] = [
     id: '3',
     label: 'fastify + @fastify/reply-from → node:http (HTTP/1.1 keep-alive)',
     workers: 'reply-from proxy: 1 process; node:http: 1 process',
-    start: (o) =>
+    start: () =>
       chain(
         () => nodeHttpApp(),
         async (b) => {
