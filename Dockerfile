@@ -29,6 +29,9 @@ RUN npm ci --omit=dev --no-fund --no-audit && npm cache clean --force
 # bin/gatewire.js runs dist/cli/main.js when the TypeScript sources are absent (they are, here).
 COPY --from=build /app/dist ./dist
 COPY bin ./bin
+# Socket directory of the shared-volume variant: a fresh named volume mounted
+# here takes this directory's owner, so the `node` user can create the socket.
+RUN mkdir -p /run/gatewire && chown node:node /run/gatewire
 # The `node` user (uid 1000) comes with the official image.
 USER node
 EXPOSE 8080 9000
