@@ -175,3 +175,11 @@ for (const file of files) {
     assert.equal(again.toString('hex'), vector.hex);
   });
 }
+
+test('PROTOCOL.md shows every vector', () => {
+  const doc = readFileSync(new URL('../PROTOCOL.md', import.meta.url), 'utf8');
+  for (const file of files) {
+    const name = file.replace(/\.json$/, '');
+    assert.ok(doc.includes(`vector \`${name}\``), `PROTOCOL.md does not show vector ${name}`);
+  }
+});
