@@ -4,7 +4,6 @@
 // records when resolution fails, and re-resolves on demand.
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import type { Host } from '../proxy/hosts.ts';
 import { UpstreamPool } from '../proxy/upstreams.ts';
