@@ -51,7 +51,7 @@ export const Flag = {
 export const PREFACE_MAGIC = Buffer.from('GWIR', 'latin1');
 export const PROTOCOL_VERSION = 1;
 /**
- * SETTINGS payload layout (16 bytes, all little-endian):
+ * SETTINGS payload layout (20 bytes, all little-endian):
  *   0  magic "GWIR"
  *   4  version u8
  *   5  reserved u8 × 3 (zero)

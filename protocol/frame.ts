@@ -168,11 +168,9 @@ export function decodeGoaway(payload: Buffer): GoawayInfo {
 
 // ---------------------------------------------------------------- FrameDecoder
 
-const enum State {
-  Header,
-  Payload,
-  Dead,
-}
+// Decoder states as plain numbers (biome forbids const enums; tsx compiles each file alone).
+const State = { Header: 0, Payload: 1, Dead: 2 } as const;
+type StateValue = (typeof State)[keyof typeof State];
 
 /**
  * Incremental decoder for a native connection. push() never throws: it returns
@@ -185,7 +183,7 @@ export class FrameDecoder {
   private readonly sink: FrameSink;
   private readonly header = Buffer.allocUnsafe(FRAME_HEADER_SIZE);
   private headerFill = 0;
-  private state = State.Header;
+  private state: StateValue = State.Header;
   private type = 0;
   private flags = 0;
   private streamId = 0;
@@ -260,6 +258,11 @@ export class FrameDecoder {
       }
     }
     return null;
+  }
+
+  /** Bytes held between pushes: a partial header, or a split payload (at most FRAME_HEADER_SIZE + MAX_FRAME_PAYLOAD). */
+  get bufferedBytes(): number {
+    return this.headerFill + (this.payload ? this.payload.length : 0);
   }
 
   /** True while the decoder is between frames (no partial frame buffered). */

@@ -8,7 +8,7 @@
 // like Node's rawHeaders: order and repeats are preserved and decoding
 // allocates nothing but the strings themselves.
 import { MAX_VARS_SIZE } from './constants.ts';
-import { ProtocolError, protocolError } from './errors.ts';
+import { type ProtocolError, protocolError } from './errors.ts';
 
 /** Flat list of alternating names and values, in wire order; repeats allowed. */
 export type Vars = string[];
