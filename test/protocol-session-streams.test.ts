@@ -1,0 +1,275 @@
+// The native session carries requests and responses correctly: bodies both
+// ways, many concurrent streams without mixing bytes, per-stream flow control
+// (a slow reader stalls only its own stream, its sender stops at the window),
+// and RESET in both directions.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { test } from 'node:test';
+import { ErrorCode, FrameType } from '../protocol/constants.ts';
+import { encodeSettings } from '../protocol/frame.ts';
+import { getVar } from '../protocol/vars.ts';
+import { detectProtocol, GatewireSession, type GatewireStream, StreamResetError } from '../protocol/session.ts';
+import { connectClient, duplexPair, fetchOn, readAll, sha256, startSessionServer, withTimeout, writeBody } from './helpers/protocol-session.ts';
+
+/** Echo app: answers 200 with the request's method and path as headers and the request body as response body. */
+function echoApp(stream: GatewireStream): void {
+  readAll(stream).then(
+    (body) => {
+      stream.respond(200, ['x-method', getVar(stream.vars, 'REQUEST_METHOD') ?? '', 'x-path', getVar(stream.vars, 'PATH_INFO') ?? '', 'set-cookie', 'a=1', 'set-cookie', 'b=2']);
+      stream.end(body);
+    },
+    () => {},
+  );
+}
+
+for (const transport of ['tcp', 'unix'] as const) {
+  test(`request/response round trip with a body both ways over ${transport}`, { timeout: 20_000 }, async (t) => {
+    const srv = await startSessionServer(echoApp, { unix: transport === 'unix' });
+    t.after(() => srv.close());
+    const client = await connectClient(srv.connectOpts);
+    t.after(() => client.destroy());
+
+    const get = await fetchOn(client, ['REQUEST_METHOD', 'GET', 'PATH_INFO', '/hello']);
+    assert.equal(get.status, 200);
+    assert.deepEqual(get.headers, ['x-method', 'GET', 'x-path', '/hello', 'set-cookie', 'a=1', 'set-cookie', 'b=2']);
+    assert.equal(get.body.length, 0);
+
+    // Larger than the stream window and several MAX_FRAME_PAYLOADs: exercises splitting and credit.
+    const body = randomBytes(1_500_000);
+    const post = await fetchOn(client, ['REQUEST_METHOD', 'POST', 'PATH_INFO', '/upload'], body);
+    assert.equal(post.status, 200);
+    assert.equal(getVar(post.headers, 'x-method'), 'POST');
+    assert.equal(sha256(post.body), sha256(body));
+    assert.equal(client.activeStreams, 0);
+    assert.equal(srv.sessions[0].activeStreams, 0);
+  });
+}
+
+test('the session works over any Duplex (an in-memory pair), with bodiless responses', { timeout: 10_000 }, async (t) => {
+  const [a, b] = duplexPair();
+  const server = new GatewireSession(b, { role: 'server' });
+  const client = new GatewireSession(a, { role: 'client' });
+  t.after(() => {
+    client.destroy();
+    server.destroy();
+  });
+  server.on('stream', (stream: GatewireStream) => {
+    if (getVar(stream.vars, 'PATH_INFO') === '/empty') stream.respond(204, [], { endStream: true });
+    else echoApp(stream);
+  });
+  // Requests made before the server's SETTINGS are queued, then sent.
+  assert.equal(client.ready, false);
+  const [empty, echoed] = await Promise.all([
+    fetchOn(client, ['REQUEST_METHOD', 'GET', 'PATH_INFO', '/empty']),
+    fetchOn(client, ['REQUEST_METHOD', 'PUT', 'PATH_INFO', '/x'], Buffer.from('payload')),
+  ]);
+  assert.equal(client.ready, true);
+  assert.equal(client.peerSettings?.maxConcurrentStreams, 128);
+  assert.equal(empty.status, 204);
+  assert.equal(empty.body.length, 0);
+  assert.equal(echoed.body.toString(), 'payload');
+});
+
+test('200 concurrent streams on one connection each get exactly their own bytes back', { timeout: 30_000 }, async (t) => {
+  // Streaming echo: the request body is piped straight back, so both directions are in flight at once.
+  const srv = await startSessionServer(
+    (stream) => {
+      stream.respond(200, ['x-id', getVar(stream.vars, 'PATH_INFO')!]);
+      stream.pipe(stream);
+    },
+    { maxConcurrentStreams: 256 },
+  );
+  t.after(() => srv.close());
+  const client = await connectClient(srv.connectOpts);
+  t.after(() => client.destroy());
+  assert.equal(client.availableStreams, 256);
+
+  const results = await withTimeout(
+    Promise.all(
+      Array.from({ length: 200 }, async (_, i) => {
+        const body = randomBytes(Math.floor(Math.random() * 150_000));
+        const res = await fetchOn(client, ['REQUEST_METHOD', 'POST', 'PATH_INFO', `/s${i}`], body);
+        return { i, ok: sha256(res.body) === sha256(body), id: getVar(res.headers, 'x-id'), len: res.body.length, sent: body.length };
+      }),
+    ),
+    25_000,
+    '200 echo streams',
+  );
+  for (const r of results) {
+    assert.equal(r.id, `/s${r.i}`);
+    assert.equal(r.len, r.sent, `stream ${r.i} length`);
+    assert.ok(r.ok, `stream ${r.i} bytes differ`);
+  }
+  assert.equal(srv.sessions.length, 1, 'everything went over one connection');
+  assert.equal(client.activeStreams, 0);
+});
+
+test('a reader that never reads stalls only its own stream, and its sender stops at the window', { timeout: 20_000 }, async (t) => {
+  const STREAM_WINDOW = 64 * 1024;
+  const TOTAL = 4 * 1024 * 1024;
+  const CHUNK = 16 * 1024;
+  const slow = { written: 0, finished: false, highWaterMark: 0 };
+  const srv = await startSessionServer((stream) => {
+    if (getVar(stream.vars, 'PATH_INFO') !== '/slow') {
+      echoApp(stream);
+      return;
+    }
+    stream.respond(200, []);
+    slow.highWaterMark = stream.writableHighWaterMark;
+    const block = Buffer.alloc(CHUNK, 0x5a);
+    (async () => {
+      while (slow.written < TOTAL) {
+        slow.written += CHUNK;
+        if (!stream.write(block)) await once(stream, 'drain');
+      }
+      stream.end();
+      slow.finished = true;
+    })().catch(() => {});
+  });
+  t.after(() => srv.close());
+  const client = await connectClient(srv.connectOpts, { initialStreamWindow: STREAM_WINDOW });
+  t.after(() => client.destroy());
+
+  const slowStream = client.request(['REQUEST_METHOD', 'GET', 'PATH_INFO', '/slow'], { endStream: true });
+  await once(slowStream, 'response');
+  // Nobody reads slowStream. Meanwhile 20 other streams, each several windows long, must complete.
+  const others = await withTimeout(
+    Promise.all(
+      Array.from({ length: 20 }, async (_, i) => {
+        const body = randomBytes(300_000);
+        const res = await fetchOn(client, ['REQUEST_METHOD', 'POST', 'PATH_INFO', `/o${i}`], body);
+        return sha256(res.body) === sha256(body);
+      }),
+    ),
+    15_000,
+    'streams beside a stalled one',
+  );
+  assert.ok(others.every(Boolean));
+
+  // The sender of the stalled stream is parked: what it wrote is the window plus its own writable buffer.
+  const writtenThen = slow.written;
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(slow.written, writtenThen, 'the stalled sender keeps writing');
+  assert.equal(slow.finished, false);
+  assert.ok(slowStream.readableLength <= STREAM_WINDOW, `client buffered ${slowStream.readableLength} > window`);
+  assert.ok(
+    slow.written <= STREAM_WINDOW + slow.highWaterMark + CHUNK,
+    `sender got ${slow.written} bytes accepted; bound is window ${STREAM_WINDOW} + highWaterMark ${slow.highWaterMark} + one chunk`,
+  );
+
+  // Reading resumes the flow: the whole body arrives intact.
+  const body = await withTimeout(readAll(slowStream), 15_000, 'stalled stream drained');
+  assert.equal(body.length, TOTAL);
+  assert.ok(body.every((b) => b === 0x5a));
+});
+
+test('a client RESET reaches the server stream as aborted + StreamResetError, and vice versa', { timeout: 10_000 }, async (t) => {
+  const serverSide: GatewireStream[] = [];
+  const srv = await startSessionServer((stream) => {
+    serverSide.push(stream);
+    stream.on('error', () => {});
+    if (getVar(stream.vars, 'PATH_INFO') === '/server-resets') {
+      stream.respond(200, []);
+      stream.write('partial');
+      setTimeout(() => stream.reset(ErrorCode.INTERNAL_ERROR), 20);
+    }
+  });
+  t.after(() => srv.close());
+  const client = await connectClient(srv.connectOpts);
+  t.after(() => client.destroy());
+
+  // Client → server.
+  const c1 = client.request(['REQUEST_METHOD', 'POST', 'PATH_INFO', '/slow-upload']);
+  c1.write('some body');
+  await withTimeout(
+    (async () => {
+      while (serverSide.length === 0) await new Promise((r) => setTimeout(r, 5));
+    })(),
+    5000,
+    'server stream',
+  );
+  const s1 = serverSide[0];
+  const aborted = once(s1, 'aborted');
+  const errored = once(s1, 'error') as Promise<[StreamResetError]>;
+  c1.reset();
+  await withTimeout(aborted, 5000, 'aborted on the server');
+  const [err] = await withTimeout(errored, 5000, 'error on the server');
+  assert.ok(err instanceof StreamResetError);
+  assert.equal(err.code, ErrorCode.CANCEL);
+  assert.equal(err.remote, true);
+  assert.equal(c1.destroyed, true);
+  if (!s1.closed) await withTimeout(once(s1, 'close'), 5000, 'server stream closed');
+  assert.equal(srv.sessions[0].activeStreams, 0);
+
+  // Server → client: a RESET after part of the body.
+  const c2 = client.request(['REQUEST_METHOD', 'GET', 'PATH_INFO', '/server-resets'], { endStream: true });
+  const cAborted = once(c2, 'aborted');
+  const cErr = once(c2, 'error') as Promise<[StreamResetError]>;
+  c2.resume();
+  await withTimeout(cAborted, 5000, 'aborted on the client');
+  const [err2] = await cErr;
+  assert.equal(err2.code, ErrorCode.INTERNAL_ERROR);
+  assert.equal(err2.codeName, 'INTERNAL_ERROR');
+  assert.equal(err2.remote, true);
+  assert.equal(err2.retryable, false);
+  assert.equal(client.activeStreams, 0);
+
+  // Destroying a client stream while it is open also sends RESET(CANCEL); the connection stays usable.
+  const c3 = client.request(['REQUEST_METHOD', 'POST', 'PATH_INFO', '/third']);
+  c3.write('x');
+  await withTimeout(
+    (async () => {
+      while (serverSide.length < 3) await new Promise((r) => setTimeout(r, 5));
+    })(),
+    5000,
+    'third server stream',
+  );
+  const s3Aborted = once(serverSide[2], 'aborted');
+  c3.destroy();
+  await withTimeout(s3Aborted, 5000, 'aborted after destroy()');
+  assert.equal(client.destroyed, false);
+});
+
+test('a server that answers before the request body ended cancels the rest; the client sees a complete response', { timeout: 10_000 }, async (t) => {
+  const srv = await startSessionServer((stream) => {
+    stream.respond(413, ['content-length', '0'], { endStream: true });
+  });
+  t.after(() => srv.close());
+  const client = await connectClient(srv.connectOpts);
+  t.after(() => client.destroy());
+  const stream = client.request(['REQUEST_METHOD', 'POST', 'PATH_INFO', '/big']);
+  let errored: unknown = null;
+  stream.on('error', (e) => {
+    errored = e;
+  });
+  stream.write(Buffer.alloc(10_000));
+  const [status] = (await once(stream, 'response')) as [number];
+  assert.equal(status, 413);
+  assert.equal((await readAll(stream)).length, 0);
+  // Writes after the server's CANCEL are accepted and dropped; end() completes.
+  await withTimeout(
+    (async () => {
+      while (client.activeStreams > 0) await new Promise((r) => setTimeout(r, 5));
+    })(),
+    5000,
+    'stream closed on the wire',
+  );
+  await new Promise<void>((resolve) => stream.end(Buffer.alloc(1000), () => resolve()));
+  assert.equal(errored, null);
+  assert.equal(srv.sessions[0].activeStreams, 0);
+});
+
+test('detectProtocol tells native from uwsgi classic from the first bytes', () => {
+  const preface = encodeSettings({ maxConcurrentStreams: 1, initialStreamWindow: 1, initialConnectionWindow: 1 });
+  assert.equal(detectProtocol(Buffer.alloc(0)), 'need-more');
+  assert.equal(detectProtocol(preface.subarray(0, 1)), 'need-more');
+  assert.equal(detectProtocol(preface.subarray(0, 11)), 'need-more');
+  assert.equal(detectProtocol(preface.subarray(0, 12)), 'native');
+  assert.equal(detectProtocol(preface), 'native');
+  assert.equal(detectProtocol(Buffer.from([0, 10, 0, 0])), 'uwsgi'); // NGINX uwsgi_pass: modifier1 0
+  const fake = Buffer.from(preface);
+  fake.write('XXXX', 8, 'latin1');
+  assert.equal(detectProtocol(fake), 'uwsgi');
+  assert.equal(FrameType.SETTINGS, 0x01);
+});
