@@ -38,19 +38,22 @@ export class HealthChecker {
     this.metrics = opts.metrics;
   }
 
-  /** No-op when the upstream has no health_check. The first round runs at once. */
-  start(): void {
+  /** No-op when the upstream has no health_check. The first round runs at once; the promise settles when it is done. */
+  start(): Promise<void> {
     const hc = this.pool.config.health_check;
-    if (!hc || this.running) return;
+    if (!hc || this.running) return Promise.resolve();
     this.running = true;
     for (const h of this.pool.hosts) this.metrics?.setHostHealth(this.pool.name, h.address, h.healthy);
+    let first: Promise<void> | null = null;
     const tick = () => {
       if (!this.running) return;
-      void this.checkAll();
+      const round = this.checkAll();
+      first ??= round;
       this.timer = setTimeout(tick, hc.interval_ms);
       this.timer.unref();
     };
     tick();
+    return first ?? Promise.resolve();
   }
 
   stop(): void {
@@ -119,8 +122,8 @@ export class HealthChecker {
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   // The probe should honour its own timeout; this bound is for one that does not.
   return new Promise<T>((resolve, reject) => {
+    // Not unref'd: it lives at most timeout_ms and must fire even when nothing else keeps the loop busy.
     const t = setTimeout(() => reject(Object.assign(new Error(`health probe timed out after ${ms} ms`), { code: 'GW_UPSTREAM_TIMEOUT' })), ms + 50);
-    t.unref();
     p.then(
       (v) => {
         clearTimeout(t);
