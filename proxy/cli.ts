@@ -1,4 +1,113 @@
-export async function runProxy(_argv: string[]): Promise<number> {
-  process.stderr.write('gatewire proxy: not implemented yet\n');
-  return 1;
+// `gatewire proxy --config FILE [--check]`: load and validate the config (nginx -t
+// with --check), serve, reload on SIGHUP (a bad new config is logged and the
+// running one kept), stop gracefully on SIGTERM/SIGINT (close-with-grace: stop
+// accepting, let in-flight exchanges finish, then exit 0).
+import closeWithGrace from 'close-with-grace';
+import pino from 'pino';
+import { ConfigError, loadConfig, type ProxyConfig } from './config.ts';
+import { ProxyMetrics } from './metrics.ts';
+import { ProxyServer } from './server.ts';
+
+const USAGE = `usage: gatewire proxy --config FILE [--check]
+
+  --config FILE   the proxy config (YAML or JSON); default ./gatewire.yaml
+  --check         validate the config and exit (0: valid, 1: invalid), like nginx -t
+  --grace MS      how long a graceful stop waits for in-flight requests (default 10000)`;
+
+function parseArgs(argv: string[]): { config: string; check: boolean; graceMs: number } | string {
+  let config = 'gatewire.yaml';
+  let check = false;
+  let graceMs = 10_000;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--config' || a === '-c') {
+      const v = argv[++i];
+      if (v === undefined) return '--config needs a file';
+      config = v;
+    } else if (a.startsWith('--config=')) config = a.slice(9);
+    else if (a === '--check' || a === '-t') check = true;
+    else if (a === '--grace') {
+      graceMs = Number(argv[++i]);
+      if (!Number.isFinite(graceMs) || graceMs < 0) return '--grace needs a number of milliseconds';
+    } else if (a === '--help' || a === '-h') return '';
+    else return `unknown option '${a}'`;
+  }
+  return { config, check, graceMs };
+}
+
+export async function runProxy(argv: string[]): Promise<number> {
+  const args = parseArgs(argv);
+  if (typeof args === 'string') {
+    if (args === '') {
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+    }
+    process.stderr.write(`gatewire proxy: ${args}\n\n${USAGE}\n`);
+    return 2;
+  }
+  let config: ProxyConfig;
+  try {
+    config = await loadConfig(args.config);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.stderr.write(`gatewire proxy: configuration file ${args.config} test failed\n`);
+      return 1;
+    }
+    throw err;
+  }
+  if (args.check) {
+    process.stdout.write(`gatewire proxy: configuration file ${args.config} test is successful\n`);
+    return 0;
+  }
+
+  const log = pino({ level: config.log.level, base: { name: 'gatewire-proxy', pid: process.pid } });
+  const metrics = new ProxyMetrics();
+  const proxy = new ProxyServer(config, { logger: log, metrics });
+  let address: string;
+  try {
+    address = await proxy.listen();
+  } catch (err) {
+    process.stderr.write(`gatewire proxy: cannot listen on ${config.listen.host}:${config.listen.port}: ${(err as Error).message}\n`);
+    await proxy.close().catch(() => {});
+    return 1;
+  }
+  let admin: { close(): Promise<void>; address: string } | null = null;
+  if (config.admin) {
+    const { startAdmin } = await import('./admin.ts');
+    try {
+      admin = await startAdmin({ host: config.admin.host, port: config.admin.port, metrics, status: () => proxy.status(), logger: log });
+    } catch (err) {
+      process.stderr.write(`gatewire proxy: cannot listen on admin ${config.admin.host}:${config.admin.port}: ${(err as Error).message}\n`);
+      await proxy.close().catch(() => {});
+      return 1;
+    }
+  }
+  process.stdout.write(`gatewire proxy listening on ${address}${admin ? ` (admin http://${admin.address})` : ''}\n`);
+
+  let reloading = Promise.resolve();
+  const onHup = () => {
+    reloading = reloading.then(async () => {
+      try {
+        const next = await loadConfig(args.config);
+        const { changed } = proxy.reload(next);
+        log.info({ config: args.config, changed }, 'configuration reloaded');
+        process.stdout.write(`gatewire proxy: configuration reloaded (${changed.length ? `new: ${changed.join(', ')}` : 'no upstream changed'})\n`);
+      } catch (err) {
+        const msg = err instanceof ConfigError ? err.message : (err as Error).message;
+        log.error({ config: args.config, problems: msg }, 'configuration reload failed; keeping the running configuration');
+        process.stderr.write(`${msg}\ngatewire proxy: reload failed, keeping the running configuration\n`);
+      }
+    });
+  };
+  process.on('SIGHUP', onHup);
+
+  const grace = closeWithGrace({ delay: args.graceMs, skip: ['SIGHUP'] as never, logger: { error: (m: unknown) => log.error(m) } }, async ({ signal, err }) => {
+    if (err) log.error({ err }, 'fatal error, closing');
+    else log.info({ signal }, 'closing gracefully');
+    process.removeListener('SIGHUP', onHup);
+    await Promise.all([proxy.close(), admin?.close()]);
+  });
+  void grace;
+  return -1;
 }

@@ -1,0 +1,148 @@
+// The Transport contract between the dispatcher and the three wire protocols
+// (gatewire native, uwsgi classic, HTTP/1.1), plus what they share: parsing a
+// host address, turning a request into CGI vars, turning response vars into a
+// header object, and one coarse timer that enforces read timeouts.
+import type { Readable } from 'node:stream';
+import { varsFromHttpRequest } from '../../protocol/uwsgi.ts';
+import type { Vars } from '../../protocol/vars.ts';
+import type { Host } from '../hosts.ts';
+
+export interface TransportRequest {
+  method: string;
+  /** Raw path + query as sent upstream. */
+  path: string;
+  /** Lowercase names; undefined values are skipped (reply-from blanks hop-by-hop ones that way). */
+  headers: Record<string, string | string[] | undefined>;
+  body: Readable | null;
+  remoteAddress: string;
+  remotePort: number;
+  scheme: 'http' | 'https';
+  serverName: string;
+  serverPort: number;
+  readTimeoutMs: number;
+  /** Set by the transport as soon as it read a byte of `body`: from then on no retry can replay it. */
+  bodyStarted: boolean;
+  /** Set by the owner when the client went away; the transport then cancels at once through `cancel`. */
+  aborted: boolean;
+  /** Installed by the transport for the exchange in progress; called by the owner on client abort. */
+  cancel: (() => void) | null;
+  /**
+   * Optional measure of forward progress downstream (bytes handed to the client so far). A transport
+   * whose response body is consumed by the client counts a change as activity, so a slow client is
+   * never mistaken for a silent upstream.
+   */
+  progress?(): number;
+}
+
+export interface TransportResponse {
+  statusCode: number;
+  headers: Record<string, string | string[]>;
+  body: Readable;
+}
+
+export interface Transport {
+  request(host: Host, req: TransportRequest): Promise<TransportResponse>;
+  /** Closes the connections kept for a host (removed from the pool and drained). */
+  closeHost(host: Host): void;
+  /** Closes every connection once the exchanges in flight ended (or at once with force). */
+  close(force?: boolean): Promise<void>;
+}
+
+export type Address = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
+
+/** "unix:/p.sock", "host:port", "[::1]:port", "http://host:port". */
+export function parseAddress(address: string): Address {
+  if (address.startsWith('unix:')) return { kind: 'unix', path: address.slice(5) };
+  let a = address;
+  const scheme = a.indexOf('://');
+  if (scheme >= 0) a = a.slice(scheme + 3);
+  const slash = a.indexOf('/');
+  if (slash >= 0) a = a.slice(0, slash);
+  const colon = a.lastIndexOf(':');
+  if (colon < 0 || a.endsWith(']')) return { kind: 'tcp', host: a.replace(/^\[|\]$/g, ''), port: 80 };
+  return { kind: 'tcp', host: a.slice(0, colon).replace(/^\[|\]$/g, ''), port: Number(a.slice(colon + 1)) };
+}
+
+/**
+ * CGI/uwsgi vars for a request, exactly as NGINX's uwsgi_params sends them (the codec's
+ * varsFromHttpRequest); `contentLength` overrides CONTENT_LENGTH (a buffered chunked body).
+ */
+export function requestVars(req: TransportRequest, contentLength?: number): Vars {
+  const headers = req.headers;
+  const raw: string[] = [];
+  for (const name in headers) {
+    const v = headers[name];
+    if (v === undefined) continue;
+    if (typeof v === 'string') raw.push(name, v);
+    else for (let i = 0; i < v.length; i++) raw.push(name, v[i]);
+  }
+  return varsFromHttpRequest({
+    method: req.method,
+    url: req.path,
+    httpVersion: '1.1',
+    rawHeaders: raw,
+    remoteAddress: req.remoteAddress,
+    remotePort: req.remotePort,
+    serverName: req.serverName,
+    serverPort: req.serverPort,
+    scheme: req.scheme,
+    contentLength,
+  });
+}
+
+/** Response vars [name, value, ...] → header object; repeated names (set-cookie) become arrays. */
+export function headersFromVars(vars: Vars, start = 0): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (let i = start; i + 1 < vars.length; i += 2) {
+    const name = vars[i].toLowerCase();
+    const prev = out[name];
+    if (prev === undefined) out[name] = vars[i + 1];
+    else if (typeof prev === 'string') out[name] = [prev, vars[i + 1]];
+    else prev.push(vars[i + 1]);
+  }
+  return out;
+}
+
+/** Anything with a deadline check, swept by a TimeoutSweeper. */
+export interface Timed {
+  checkTimeout(now: number): void;
+}
+
+/**
+ * One coarse interval per transport instead of a timer per request: read
+ * timeouts are seconds long, so checking every `granularityMs` costs nothing
+ * per request and fires at most that late (NGINX keeps one timer tree for the
+ * same reason).
+ */
+export class TimeoutSweeper {
+  private readonly entries = new Set<Timed>();
+  private timer: NodeJS.Timeout | null = null;
+  constructor(private readonly granularityMs = 200) {}
+  add(e: Timed): void {
+    this.entries.add(e);
+    if (this.timer === null) {
+      this.timer = setInterval(() => this.sweep(), this.granularityMs);
+      this.timer.unref();
+    }
+  }
+  delete(e: Timed): void {
+    this.entries.delete(e);
+  }
+  get size(): number {
+    return this.entries.size;
+  }
+  private sweep(): void {
+    if (this.entries.size === 0) {
+      if (this.timer) clearInterval(this.timer);
+      this.timer = null;
+      return;
+    }
+    const now = Date.now();
+    for (const e of this.entries) e.checkTimeout(now);
+  }
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    this.entries.clear();
+  }
+}
