@@ -26,7 +26,7 @@ export interface SelectionPolicy {
 export class RoundRobin implements SelectionPolicy {
   private readonly current = new WeakMap<Host, number>();
 
-  select(hosts: readonly Host[]): Host | null {
+  select(hosts: readonly Host[], _ctx?: SelectionContext): Host | null {
     if (hosts.length === 0) return null;
     if (hosts.length === 1) return hosts[0];
     let total = 0;
@@ -54,7 +54,7 @@ export class RoundRobin implements SelectionPolicy {
 export class LeastConnections implements SelectionPolicy {
   private readonly rr = new RoundRobin();
 
-  select(hosts: readonly Host[]): Host | null {
+  select(hosts: readonly Host[], _ctx?: SelectionContext): Host | null {
     if (hosts.length === 0) return null;
     let best = hosts[0];
     let tied: Host[] = [best];
@@ -240,7 +240,7 @@ export class ConsistentHash implements SelectionPolicy {
 export class RandomTwo implements SelectionPolicy {
   constructor(private readonly random: () => number = Math.random) {}
 
-  select(hosts: readonly Host[]): Host | null {
+  select(hosts: readonly Host[], _ctx?: SelectionContext): Host | null {
     if (hosts.length === 0) return null;
     if (hosts.length === 1) return hosts[0];
     let total = 0;

@@ -5,7 +5,7 @@ import { Host } from '../../proxy/hosts.ts';
 import type { SelectionContext } from '../../proxy/selection-policies.ts';
 import type { PoolLogger } from '../../proxy/upstreams.ts';
 
-export function upstreamConfig(over: Partial<UpstreamConfig> & { servers: Array<Partial<ServerConfig> & { address: string }> }): UpstreamConfig {
+export function upstreamConfig(over: Omit<Partial<UpstreamConfig>, 'servers'> & { servers: Array<Partial<ServerConfig> & { address: string }> }): UpstreamConfig {
   return {
     name: 'app',
     protocol: 'gatewire',
@@ -21,7 +21,7 @@ export function upstreamConfig(over: Partial<UpstreamConfig> & { servers: Array<
     resolve_interval_ms: 5000,
     resolver: { servers: [], timeout_ms: 2000 },
     ...over,
-    servers: over.servers.map((s) => ({ weight: 1, backup: false, resolve: false, ...s })),
+    servers: over.servers.map((s) => ({ ...s, weight: s.weight ?? 1, backup: s.backup ?? false, resolve: s.resolve ?? false })),
   };
 }
 
