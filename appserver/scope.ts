@@ -1,0 +1,125 @@
+// What every request gets whatever the app interface: the abort signal (fires
+// when the client goes away or the app is cut at --timeout), the 504 timer,
+// the --max-body limit for bodies of unknown length, and the short error
+// answers (no stack trace ever leaves the process; it goes to the log).
+import { ErrorCode } from '../protocol/constants.ts';
+import type { AppExchange, RequestHead } from './exchange.ts';
+import type { Logger } from './log.ts';
+
+export interface ScopeLimits {
+  timeoutMs: number;
+  maxBody: number;
+  log: Logger;
+}
+
+const TEXT_HEADERS = (length: number) => ['content-type', 'text/plain; charset=utf-8', 'content-length', String(length)];
+
+export class RequestScope {
+  readonly ex: AppExchange;
+  readonly head: RequestHead;
+  readonly limits: ScopeLimits;
+  private controller: AbortController | null = null;
+  timer: NodeJS.Timeout | null = null;
+  /** Set once the app's answer no longer matters (timed out, or the client left). */
+  cut = false;
+  /** Called when the app must stop writing (504 sent, client gone); adapters detach their writers. */
+  onCut: (() => void) | null = null;
+
+  constructor(ex: AppExchange, head: RequestHead, limits: ScopeLimits) {
+    this.ex = ex;
+    this.head = head;
+    this.limits = limits;
+    if (limits.timeoutMs > 0) this.timer = setTimeout(onTimeout, limits.timeoutMs, this);
+    ex.once('close', () => {
+      this.clearTimer();
+      // A response that was not completely handed to the transport means the client went away.
+      if (!ex.writableFinished) this.abort(new DOMException('the client went away', 'AbortError'));
+    });
+  }
+
+  /** Lazily created: most requests never look at their signal. */
+  get signal(): AbortSignal {
+    if (this.controller === null) this.controller = new AbortController();
+    return this.controller.signal;
+  }
+
+  /** The head is out: the 504 timer no longer applies (a streamed body may last as long as it likes). */
+  headSent(): void {
+    this.clearTimer();
+  }
+
+  abort(reason: unknown): void {
+    if (!this.cut) {
+      this.cut = true;
+      this.onCut?.();
+    }
+    if (this.controller && !this.controller.signal.aborted) this.controller.abort(reason);
+  }
+
+  clearTimer(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+  }
+
+  /** A short plain-text answer, if the head has not gone out yet; otherwise the exchange is reset. */
+  replyError(status: number, text: string): void {
+    const ex = this.ex;
+    this.clearTimer();
+    if (ex.destroyed) return;
+    if (ex.headersSent) {
+      ex.reset(ErrorCode.INTERNAL_ERROR);
+      return;
+    }
+    const body = Buffer.from(text);
+    if (this.head.method === 'HEAD') ex.respond(status, TEXT_HEADERS(body.length), { endStream: true });
+    else {
+      ex.respond(status, TEXT_HEADERS(body.length));
+      ex.end(body);
+    }
+    this.discardBody();
+  }
+
+  /** The app raised or rejected: 500 with a short body, the stack to the log. */
+  appFailed(err: unknown): void {
+    this.limits.log.error({ err, method: this.head.method, url: this.head.target }, 'app error');
+    this.replyError(500, 'Internal Server Error\n');
+    this.abort(err);
+  }
+
+  /** The response is complete but the request body was not (all) read: stop the upload. */
+  discardBody(): void {
+    const ex = this.ex;
+    if (ex.readableEnded || ex.destroyed) return;
+    ex.once('finish', () => {
+      if (ex.readableEnded || ex.destroyed) return;
+      if ((ex as { discardBody?: () => void }).discardBody) (ex as unknown as { discardBody: () => void }).discardBody();
+      else ex.reset(ErrorCode.CANCEL);
+    });
+  }
+
+  /** Counts body bytes of unknown length; false (and a 413) once past --max-body. */
+  tooLarge(): void {
+    this.limits.log.warn({ method: this.head.method, url: this.head.target, limit: this.limits.maxBody }, 'request body over --max-body');
+    if (!this.ex.headersSent) this.replyError(413, 'Payload Too Large\n');
+    this.abort(new Error('request body too large'));
+    if (!this.ex.destroyed && !this.ex.readableEnded) {
+      if (this.ex.writableFinished) this.ex.reset(ErrorCode.BODY_TOO_LARGE);
+      else this.ex.once('finish', () => this.ex.reset(ErrorCode.BODY_TOO_LARGE));
+    }
+  }
+}
+
+function onTimeout(scope: RequestScope): void {
+  scope.limits.log.warn({ method: scope.head.method, url: scope.head.target, timeoutMs: scope.limits.timeoutMs }, 'app did not answer within --timeout: 504');
+  const ex = scope.ex;
+  scope.timer = null;
+  if (ex.destroyed || ex.headersSent) return;
+  scope.abort(new DOMException('the app did not answer within --timeout', 'TimeoutError'));
+  const body = Buffer.from('Gateway Timeout\n');
+  ex.respond(504, TEXT_HEADERS(body.length));
+  ex.end(body);
+  // The app may still hold the request body: reset the stream once the 504 is out.
+  if (!ex.readableEnded) ex.once('finish', () => ex.reset(ErrorCode.CANCEL));
+}

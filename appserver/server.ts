@@ -1,0 +1,197 @@
+// The per-process app server: accepts connections, tells native from uwsgi
+// classic by the first bytes, runs each request through the app adapter, and
+// knows how to stop gracefully. Workers and the in-process mode both use it.
+import net, { type Socket } from 'node:net';
+import { ErrorCode } from '../protocol/constants.ts';
+import type { ProtocolError } from '../protocol/errors.ts';
+import { detectProtocol, GatewireSession, type GatewireStream } from '../protocol/session.ts';
+import type { LoadedApp } from './app.ts';
+import { type AppExchange, readRequestHead } from './exchange.ts';
+import { runFetch } from './fetch-adapter.ts';
+import type { Logger } from './log.ts';
+import { runNode } from './node-adapter.ts';
+import type { ServeOptions } from './options.ts';
+import { RequestScope, type ScopeLimits } from './scope.ts';
+import { serveUwsgiConnection, type UwsgiContext } from './uwsgi-connection.ts';
+
+/** How long a new connection may stay silent before its protocol is known. */
+const FIRST_BYTES_TIMEOUT_MS = 10_000;
+
+export interface ServerCounters {
+  requests: number;
+  inflight: number;
+  connections: number;
+  sessions: number;
+  protocolErrors: number;
+}
+
+function noop(): void {}
+
+export class AppServer {
+  readonly app: LoadedApp;
+  readonly log: Logger;
+  readonly counters: ServerCounters = { requests: 0, inflight: 0, connections: 0, sessions: 0, protocolErrors: 0 };
+  private readonly opts: ServeOptions;
+  private readonly limits: ScopeLimits;
+  private readonly allow: net.BlockList | null;
+  private readonly sockets = new Set<Socket>();
+  private readonly sessions = new Set<GatewireSession>();
+  private readonly uwsgiCtx: UwsgiContext;
+  private readonly listeners: net.Server[] = [];
+  private stopping: Promise<void> | null = null;
+  private idleWaiter: (() => void) | null = null;
+  /** Called after each completed request (max-requests recycling). */
+  onRequestDone: ((requests: number) => void) | null = null;
+
+  constructor(app: LoadedApp, opts: ServeOptions, log: Logger) {
+    this.app = app;
+    this.opts = opts;
+    this.log = log;
+    this.limits = { timeoutMs: opts.timeout * 1000, maxBody: opts.maxBody, log };
+    this.allow = opts.allowFrom.length > 0 ? buildBlockList(opts.allowFrom) : null;
+    this.uwsgiCtx = {
+      maxBody: opts.maxBody,
+      headerTimeoutMs: FIRST_BYTES_TIMEOUT_MS,
+      dispatch: (ex) => this.dispatch(ex),
+      protocolError: (socket, err) => this.protocolError(socket, err, 'uwsgi'),
+    };
+  }
+
+  /** A net.Server that hands its connections to this app server (not yet listening). */
+  createListener(): net.Server {
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
+    server.on('error', (err) => this.log.error({ err }, 'listener error'));
+    this.listeners.push(server);
+    return server;
+  }
+
+  accept(socket: Socket): void {
+    if (this.stopping) {
+      socket.destroy();
+      return;
+    }
+    if (this.allow && socket.remoteAddress !== undefined) {
+      const addr = socket.remoteAddress;
+      const family = net.isIPv6(addr) ? 'ipv6' : 'ipv4';
+      if (!this.allow.check(addr, family)) {
+        this.log.warn({ remoteAddress: addr, remotePort: socket.remotePort }, 'connection refused by --allow-from');
+        socket.destroy();
+        return;
+      }
+    }
+    this.sockets.add(socket);
+    this.counters.connections++;
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      this.counters.connections--;
+      this.checkIdle();
+    });
+    socket.on('error', noop);
+    let head: Buffer | null = null;
+    const onFirstBytes = (chunk: Buffer) => {
+      head = head === null ? chunk : Buffer.concat([head, chunk]);
+      const kind = detectProtocol(head);
+      if (kind === 'need-more') return;
+      socket.off('data', onFirstBytes);
+      socket.setTimeout(0);
+      if (kind === 'native') this.startSession(socket, head);
+      else serveUwsgiConnection(socket, head, this.uwsgiCtx);
+    };
+    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => {
+      if (head === null || detectProtocol(head) === 'need-more') socket.destroy();
+    });
+    socket.on('data', onFirstBytes);
+    socket.once('end', () => {
+      if (head === null || detectProtocol(head) === 'need-more') socket.destroy();
+    });
+  }
+
+  private startSession(socket: Socket, head: Buffer): void {
+    const session = new GatewireSession(socket, { role: 'server', maxConcurrentStreams: this.opts.maxStreams }, head);
+    this.sessions.add(session);
+    this.counters.sessions++;
+    session.on('stream', (stream: GatewireStream) => this.dispatch(stream));
+    session.on('error', (err: ProtocolError | Error) => this.protocolError(socket, err, 'native'));
+    session.once('close', () => {
+      this.sessions.delete(session);
+      this.counters.sessions--;
+      this.checkIdle();
+    });
+    if (this.stopping) session.goaway(ErrorCode.NO_ERROR, 'server shutting down');
+  }
+
+  private protocolError(socket: Socket, err: ProtocolError | Error, protocol: 'uwsgi' | 'native'): void {
+    this.counters.protocolErrors++;
+    const e = err as ProtocolError;
+    this.log.warn({ protocol, code: e.codeName ?? (err as NodeJS.ErrnoException).code, remoteAddress: socket.remoteAddress ?? 'unix', msg: err.message }, 'connection closed: protocol error');
+  }
+
+  dispatch(ex: AppExchange): void {
+    const counters = this.counters;
+    counters.inflight++;
+    ex.on('error', noop);
+    ex.once('close', () => {
+      counters.inflight--;
+      counters.requests++;
+      this.onRequestDone?.(counters.requests);
+      this.checkIdle();
+    });
+    const head = readRequestHead(ex.vars);
+    const scope = new RequestScope(ex, head, this.limits);
+    if (head.contentLength > this.opts.maxBody) {
+      this.log.warn({ method: head.method, url: head.target, contentLength: head.contentLength }, 'request body over --max-body: 413');
+      scope.replyError(413, 'Payload Too Large\n');
+      return;
+    }
+    if (this.app.kind === 'fetch') runFetch(scope, this.app.fetch);
+    else runNode(scope, this.app.listener);
+  }
+
+  private checkIdle(): void {
+    if (this.idleWaiter && this.counters.inflight === 0 && this.sessions.size === 0 && this.sockets.size === 0) this.idleWaiter();
+  }
+
+  /**
+   * Graceful stop: stop accepting, GOAWAY every native session, let every
+   * in-flight request (and every connection whose request is still arriving)
+   * finish, bounded by graceMs; then whatever is left is destroyed.
+   */
+  stop(graceMs: number): Promise<void> {
+    if (this.stopping) return this.stopping;
+    this.stopping = (async () => {
+      for (const l of this.listeners) l.close();
+      for (const s of this.sessions) s.goaway(ErrorCode.NO_ERROR, 'server shutting down');
+      const idle = new Promise<void>((resolve) => {
+        this.idleWaiter = resolve;
+      });
+      this.checkIdle();
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), graceMs);
+      });
+      const late = await Promise.race([idle.then(() => false), timedOut]);
+      clearTimeout(timer);
+      if (late) {
+        this.log.warn({ inflight: this.counters.inflight, connections: this.sockets.size }, 'graceful timeout: closing the remaining connections');
+        for (const s of this.sessions) s.destroy();
+        for (const s of this.sockets) s.destroy();
+      }
+    })();
+    return this.stopping;
+  }
+}
+
+function buildBlockList(cidrs: string[]): net.BlockList {
+  const list = new net.BlockList();
+  for (const c of cidrs) {
+    const [addr, bits] = c.split('/');
+    const type = net.isIPv6(addr) ? 'ipv6' : 'ipv4';
+    if (!net.isIP(addr)) throw new Error(`--allow-from: '${c}' is not an IP address or CIDR`);
+    const prefix = bits === undefined ? (type === 'ipv6' ? 128 : 32) : Number(bits);
+    if (!Number.isInteger(prefix) || prefix < 0 || prefix > (type === 'ipv6' ? 128 : 32)) throw new Error(`--allow-from: '${c}' has an invalid prefix length`);
+    list.addSubnet(addr, prefix, type);
+    // IPv4 peers of a dual-stack listener show up as ::ffff:a.b.c.d
+    if (type === 'ipv4') list.addSubnet(`::ffff:${addr}`, 96 + prefix, 'ipv6');
+  }
+  return list;
+}

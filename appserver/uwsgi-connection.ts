@@ -1,0 +1,182 @@
+// uwsgi classic connections (NGINX uwsgi_pass, Apache mod_proxy_uwsgi): one
+// request per connection; the response is raw HTTP/1.1 written to the socket
+// and delimited by closing it, as uWSGI does.
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import { Duplex } from 'node:stream';
+import { type ProtocolError, protocolError } from '../protocol/errors.ts';
+import { UwsgiRequestDecoder } from '../protocol/uwsgi.ts';
+import type { Vars } from '../protocol/vars.ts';
+import type { AppExchange } from './exchange.ts';
+
+export interface UwsgiContext {
+  maxBody: number;
+  /** Idle limit (ms) while the request vars are awaited. */
+  headerTimeoutMs: number;
+  dispatch(ex: AppExchange): void;
+  protocolError(socket: Socket, err: ProtocolError | Error, kind: 'uwsgi'): void;
+}
+
+const HIGH_WATER_MARK = 64 * 1024;
+
+/** One uwsgi request/response as an AppExchange: readable = request body, writable = response body. */
+export class UwsgiExchange extends Duplex implements AppExchange {
+  readonly vars: Vars;
+  readonly protocol = 'uwsgi';
+  headersSent = false;
+  private readonly socket: Socket;
+  private responseDone = false;
+
+  constructor(socket: Socket, vars: Vars) {
+    super({ readableHighWaterMark: HIGH_WATER_MARK, writableHighWaterMark: HIGH_WATER_MARK });
+    this.socket = socket;
+    this.vars = vars;
+  }
+
+  /** Request body bytes from the decoder; pauses the socket when the app reads slower than the peer sends. */
+  pushBody(chunk: Buffer): void {
+    if (!this.push(chunk)) this.socket.pause();
+  }
+
+  override _read(): void {
+    if (this.socket.isPaused() && !this.socket.destroyed) this.socket.resume();
+  }
+
+  respond(status: number, headers: Vars, opts?: { endStream?: boolean }): void {
+    if (this.headersSent) throw new Error('response head already sent');
+    this.headersSent = true;
+    const endStream = opts?.endStream === true;
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
+    let sized = false;
+    let accel = false;
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i];
+      if (name === 'content-length') sized = true;
+      else if (name === 'x-accel-buffering') accel = true;
+      head += `${name}: ${headers[i + 1]}\r\n`;
+    }
+    // NGINX buffers uwsgi responses: a streamed (unsized) body such as SSE
+    // would sit in its buffer. Tell it not to, unless the app decided.
+    if (!endStream && !sized && !accel) head += 'x-accel-buffering: no\r\n';
+    head += 'connection: close\r\n\r\n';
+    if (this.socket.destroyed) return;
+    this.socket.cork();
+    this.socket.write(head, 'latin1');
+    process.nextTick(uncork, this.socket);
+    if (endStream) this.end();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.socket.destroyed) {
+      cb(new Error('connection closed'));
+      return;
+    }
+    if (this.socket.write(chunk)) cb();
+    else this.socket.once('drain', cb);
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: (err?: Error | null) => void): void {
+    if (this.socket.destroyed) {
+      cb(new Error('connection closed'));
+      return;
+    }
+    this.socket.cork();
+    let ok = true;
+    for (const c of chunks) ok = this.socket.write(c.chunk);
+    this.socket.uncork();
+    if (ok) cb();
+    else this.socket.once('drain', cb);
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.responseDone = true;
+    // Close-delimited response: FIN tells the front the body is complete.
+    // Bytes of a request body the app did not read are drained and dropped.
+    this.socket.end();
+    this.socket.resume();
+    cb();
+  }
+
+  /** True once the whole response has been handed to the socket. */
+  get finished(): boolean {
+    return this.responseDone;
+  }
+
+  reset(_code?: number): void {
+    // Destroying the socket mid-response is the only way uwsgi can say "truncated".
+    if (!this.responseDone) this.socket.destroy();
+    this.destroy();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    if (!this.responseDone && !this.socket.destroyed) this.socket.destroy();
+    cb(err);
+  }
+}
+
+function uncork(socket: Socket): void {
+  socket.uncork();
+}
+
+function simpleResponse(status: number, text: string): string {
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`;
+}
+
+/** Reads one uwsgi request from `socket` (whose first bytes, `head`, were already read for protocol detection). */
+export function serveUwsgiConnection(socket: Socket, head: Buffer, ctx: UwsgiContext): void {
+  let ex: UwsgiExchange | null = null;
+  const decoder = new UwsgiRequestDecoder(
+    {
+      onRequest(vars) {
+        socket.setTimeout(0);
+        ex = new UwsgiExchange(socket, vars);
+        ctx.dispatch(ex);
+      },
+      onBody(chunk) {
+        ex!.pushBody(chunk);
+      },
+      onEnd() {
+        ex!.push(null);
+      },
+    },
+    { maxBody: ctx.maxBody },
+  );
+  const onData = (chunk: Buffer) => {
+    if (ex?.finished) return; // response complete: the rest of the body is dropped
+    const err = decoder.push(chunk);
+    if (err) fail(err);
+  };
+  const fail = (err: ProtocolError) => {
+    socket.off('data', onData);
+    if (err.codeName === 'BODY_TOO_LARGE' && ex === null) {
+      socket.end(simpleResponse(413, 'Payload Too Large\n'));
+      socket.resume();
+      setTimeout(() => socket.destroy(), 5000).unref();
+      ctx.protocolError(socket, err, 'uwsgi');
+      return;
+    }
+    ctx.protocolError(socket, err, 'uwsgi');
+    if (ex && !ex.destroyed) ex.destroy(err);
+    socket.destroy();
+  };
+  socket.setTimeout(ctx.headerTimeoutMs, () => {
+    if (ex === null) fail(protocolError('TIMEOUT', 'timed out waiting for the uwsgi request'));
+  });
+  socket.on('data', onData);
+  socket.on('end', () => {
+    // The front half-closed before the whole request arrived: nothing to answer.
+    if (ex === null) socket.destroy();
+    else if (!decoder.done && !ex.destroyed) ex.destroy(new Error('request body truncated'));
+  });
+  socket.on('close', () => {
+    const e = ex as UwsgiExchange | null;
+    if (e && !e.destroyed) {
+      if (!e.finished) {
+        e.emit('aborted');
+        e.destroy(new Error('client closed the connection'));
+      } else e.destroy();
+    }
+  });
+  socket.on('error', () => {});
+  if (head.length > 0) onData(head);
+}

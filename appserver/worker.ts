@@ -1,0 +1,157 @@
+// A worker process (forked by the master, which owns the listening sockets)
+// and the in-process mode (--workers 0: this process binds and serves).
+import type { Server } from 'node:net';
+import { AppLoadError, type LoadedApp, loadApp } from './app.ts';
+import { applySocketMode, describeBound, listenServer, parseListenAddress, removeSocketFile } from './listen.ts';
+import { createLogger, type Logger } from './log.ts';
+import type { ServeOptions } from './options.ts';
+import { AppServer } from './server.ts';
+import { startStatsServer, type WorkerStats } from './stats.ts';
+
+/** Master ⇄ worker messages (IPC). */
+export type ToWorker = { t: 'listen'; index: number; total: number } | { t: 'stop' };
+export type FromWorker =
+  | { t: 'loaded'; kind: string }
+  | { t: 'ready' }
+  | { t: 'fatal'; message: string }
+  | { t: 'hb'; requests: number; inflight: number; connections: number; rss: number }
+  | { t: 'recycle' };
+
+function send(msg: FromWorker): void {
+  if (process.connected) process.send!(msg);
+}
+
+async function load(opts: ServeOptions, log: Logger): Promise<LoadedApp | null> {
+  try {
+    return await loadApp(opts.app, opts.interface);
+  } catch (err) {
+    const message = err instanceof AppLoadError ? err.message : String((err as Error)?.stack ?? err);
+    log.error({ app: opts.app }, message);
+    send({ t: 'fatal', message });
+    return null;
+  }
+}
+
+/** Managed worker: receives the master's bound sockets, serves, heartbeats, stops when told. */
+export async function runManagedWorker(opts: ServeOptions): Promise<number> {
+  const id = Number(process.env.GATEWIRE_WORKER_ID ?? 0);
+  const log = createLogger(opts.logLevel, { worker: id });
+  const app = await load(opts, log);
+  if (app === null) {
+    process.disconnect?.();
+    return 1;
+  }
+  const server = new AppServer(app, opts, log);
+  let stopping = false;
+  const stop = (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ why, inflight: server.counters.inflight }, 'worker stopping gracefully');
+    server.stop(opts.gracefulTimeout * 1000).then(() => {
+      clearInterval(beat);
+      process.exit(0);
+    });
+  };
+  let recycleAsked = false;
+  if (opts.maxRequests > 0) {
+    server.onRequestDone = (n) => {
+      if (!recycleAsked && n >= opts.maxRequests) {
+        recycleAsked = true;
+        log.info({ requests: n }, 'max-requests reached: asking the master for a replacement');
+        send({ t: 'recycle' });
+      }
+    };
+  }
+  // The heartbeat is how the master sees a blocked event loop (harakiri).
+  const beatMs = Math.max(50, Math.min(1000, (opts.timeout * 1000) / 4));
+  const heartbeat = () => {
+    const c = server.counters;
+    send({ t: 'hb', requests: c.requests, inflight: c.inflight, connections: c.connections, rss: process.memoryUsage.rss() });
+  };
+  const beat = setInterval(heartbeat, beatMs);
+  let listening = 0;
+  process.on('message', (msg: ToWorker, handle: unknown) => {
+    if (msg.t === 'listen') {
+      const listener = server.createListener();
+      listener.listen(handle as never, () => {
+        if (++listening === msg.total) {
+          heartbeat();
+          send({ t: 'ready' });
+        }
+      });
+    } else if (msg.t === 'stop') stop('master asked');
+  });
+  // The master is gone (killed): finish what is in flight and leave.
+  process.on('disconnect', () => stop('master went away'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  // Ctrl-C reaches the whole process group: the master coordinates the stop.
+  process.on('SIGINT', () => {});
+  process.on('SIGHUP', () => {});
+  send({ t: 'loaded', kind: app.kind });
+  return -1;
+}
+
+/** --workers 0: bind, serve and handle signals in this process. */
+export async function runInProcess(opts: ServeOptions): Promise<number> {
+  const log = createLogger(opts.logLevel);
+  const app = await load(opts, log);
+  if (app === null) {
+    process.stderr.write(`gatewire serve: cannot load the app (see the log line above)\n`);
+    return 1;
+  }
+  const server = new AppServer(app, opts, log);
+  const addrs = opts.listen.map(parseListenAddress);
+  const bound: string[] = [];
+  const listeners: Server[] = [];
+  try {
+    for (const addr of addrs) {
+      const l = server.createListener();
+      listeners.push(l);
+      const port = await listenServer(l, addr);
+      applySocketMode(addr, opts.chmodSocket);
+      bound.push(describeBound(addr, port));
+    }
+  } catch (err) {
+    process.stderr.write(`gatewire serve: ${(err as Error).message}\n`);
+    for (const l of listeners) l.close();
+    for (const a of addrs) removeSocketFile(a);
+    return 1;
+  }
+  const startedAt = new Date().toISOString();
+  const stats = opts.stats
+    ? await startStatsServer(opts.stats, () => {
+        const c = server.counters;
+        const w: WorkerStats = { id: 0, pid: process.pid, state: 'ready', requests: c.requests, inflight: c.inflight, connections: c.connections, rss: process.memoryUsage.rss(), restarts: 0, startedAt };
+        return {
+          pid: process.pid,
+          version: 1,
+          app: opts.app,
+          interface: app.kind,
+          listen: bound,
+          uptimeSeconds: Math.round(process.uptime()),
+          workers: [w],
+          totals: { requests: c.requests, inflight: c.inflight, restarts: 0 },
+        };
+      })
+    : null;
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      log.warn('second signal: exiting now');
+      for (const a of addrs) removeSocketFile(a);
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal, inflight: server.counters.inflight }, 'stopping gracefully');
+    server.stop(opts.gracefulTimeout * 1000).then(() => {
+      stats?.close();
+      for (const a of addrs) removeSocketFile(a);
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => log.warn('SIGHUP: a rolling reload needs workers (--workers N >= 1); ignored'));
+  process.stdout.write(`gatewire serve: listening on ${bound.join(', ')} (in-process, ${app.kind} app ${opts.app})\n`);
+  return -1;
+}
