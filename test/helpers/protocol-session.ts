@@ -6,6 +6,8 @@ import { once } from 'node:events';
 import net from 'node:net';
 import path from 'node:path';
 import { Duplex } from 'node:stream';
+import { FrameType } from '../../protocol/constants.ts';
+import { decodeGoaway, encodeSettings, FrameDecoder, type GoawayInfo } from '../../protocol/frame.ts';
 import { detectProtocol, type GatewireSession as Session, GatewireSession, type GatewireStream, type SessionOptions } from '../../protocol/session.ts';
 import { tempDir } from './net.ts';
 
@@ -148,4 +150,69 @@ export function duplexPair(): [Duplex, Duplex] {
   a = make(() => b);
   b = make(() => a);
   return [a, b];
+}
+
+export interface RawFrame {
+  type: number;
+  flags: number;
+  streamId: number;
+  payload: Buffer;
+}
+
+/** A hand-driven peer on a raw socket: write any bytes, see every frame the other side sends and when it closes. */
+export interface RawPeer {
+  socket: net.Socket;
+  frames: RawFrame[];
+  /** Resolves once the other side has closed the connection. */
+  closed: Promise<void>;
+  send(...bufs: Buffer[]): void;
+  /** Resolves with the first frame (already received or future) matching `pred`. */
+  waitFrame(pred: (f: RawFrame) => boolean, timeoutMs?: number): Promise<RawFrame>;
+}
+
+export function rawPeer(socket: net.Socket): RawPeer {
+  const frames: RawFrame[] = [];
+  const waiters: Array<{ pred: (f: RawFrame) => boolean; resolve: (f: RawFrame) => void }> = [];
+  const decoder = new FrameDecoder({
+    onFrame(type, flags, streamId, payload) {
+      const f = { type, flags, streamId, payload: Buffer.from(payload) };
+      frames.push(f);
+      for (let i = waiters.length - 1; i >= 0; i--) {
+        if (waiters[i].pred(f)) {
+          waiters[i].resolve(f);
+          waiters.splice(i, 1);
+        }
+      }
+    },
+  });
+  socket.on('data', (chunk: Buffer) => decoder.push(chunk));
+  socket.on('error', () => {});
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  return {
+    socket,
+    frames,
+    closed,
+    send(...bufs) {
+      for (const b of bufs) socket.write(b);
+    },
+    waitFrame(pred, timeoutMs = 5000) {
+      const found = frames.find(pred);
+      if (found) return Promise.resolve(found);
+      return withTimeout(new Promise<RawFrame>((resolve) => waiters.push({ pred, resolve })), timeoutMs, 'frame from the peer');
+    },
+  };
+}
+
+/** A raw client connection that has sent its SETTINGS preface. */
+export async function rawClient(connectOpts: net.NetConnectOpts, settings = { maxConcurrentStreams: 100, initialStreamWindow: 65535, initialConnectionWindow: 1 << 20 }): Promise<RawPeer> {
+  const socket = net.connect(connectOpts);
+  await once(socket, 'connect');
+  const peer = rawPeer(socket);
+  peer.send(encodeSettings(settings));
+  await peer.waitFrame((f) => f.type === FrameType.SETTINGS);
+  return peer;
+}
+
+export function goawayOf(f: RawFrame): GoawayInfo {
+  return decodeGoaway(f.payload);
 }
