@@ -631,9 +631,26 @@ function crossCheck(raw: Record<string, any>, problems: Problems): void {
       }
     });
   }
+  if (Array.isArray(raw.routes)) {
+    const seen = new Map<string, number>();
+    raw.routes.forEach((route: unknown, i: number) => {
+      if (!isObj(route)) return;
+      const m = isObj(route.match) ? route.match : {};
+      if ((m.host !== undefined && typeof m.host !== 'string') || (m.path_prefix !== undefined && typeof m.path_prefix !== 'string')) return;
+      const key = `${(m.host ?? '').toLowerCase()}\0${m.path_prefix ?? '/'}`;
+      const first = seen.get(key);
+      if (first === undefined) seen.set(key, i);
+      else problems.add(['routes', i, 'match'], `same host and path_prefix as routes[${first}], so it would never match (remove it or change its match)`);
+    });
+  }
   for (const name of names) {
     const u = upstreams[name];
     if (!isObj(u)) continue;
+    if (isObj(u.timeouts)) {
+      for (const k of ['connect', 'read', 'send'] as const) {
+        if (u.timeouts[k] !== undefined && parseDuration(u.timeouts[k]) === 0) problems.add(['upstreams', name, 'timeouts', k], 'must be more than 0 (e.g. "60s")');
+      }
+    }
     const protocol = typeof u.protocol === 'string' ? u.protocol : DEFAULTS.upstream.protocol;
     if (u.balance === 'hash' && u.hash_key === undefined) {
       problems.add(['upstreams', name, 'hash_key'], 'missing required key for balance: hash (add hash_key: { header: X-User-Id }, { cookie: session } or { uri: true })');

@@ -44,6 +44,9 @@ export class HealthChecker {
     if (!hc || this.running) return Promise.resolve();
     this.running = true;
     for (const h of this.pool.hosts) this.metrics?.setHostHealth(this.pool.name, h.address, h.healthy);
+    // Hosts that DNS adds are reported from the start; drained ones leave the metrics.
+    this.pool.on('hosts', this.onHosts);
+    this.pool.on('drained', this.onDrained);
     let first: Promise<void> | null = null;
     const tick = () => {
       if (!this.running) return;
@@ -57,10 +60,22 @@ export class HealthChecker {
   }
 
   stop(): void {
+    if (this.running) {
+      this.pool.off('hosts', this.onHosts);
+      this.pool.off('drained', this.onDrained);
+    }
     this.running = false;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
   }
+
+  private readonly onHosts = (added: Host[]) => {
+    for (const h of added) this.metrics?.setHostHealth(this.pool.name, h.address, h.healthy);
+  };
+
+  private readonly onDrained = (host: Host) => {
+    this.metrics?.removeHost(this.pool.name, host.address);
+  };
 
   /** One round over every host of the pool (draining ones excepted); resolves when all probes are done. */
   async checkAll(): Promise<void> {

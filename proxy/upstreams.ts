@@ -238,7 +238,12 @@ export class UpstreamPool extends EventEmitter {
         do {
           this.again = false;
           this.lastResolveAt = Date.now();
-          await Promise.all(this.resolved.map((rs) => this.resolveOne(rs)));
+          await Promise.all(
+            this.resolved.map((rs) =>
+              // A throwing 'hosts' listener must not become an unhandled rejection of a timer-driven round.
+              this.resolveOne(rs).catch((err: Error) => this.logger.warn({ upstream: this.name, name: rs.name, err: err.message }, 'DNS update failed')),
+            ),
+          );
         } while (this.again && !this.stopped);
       } finally {
         this.resolving = null;

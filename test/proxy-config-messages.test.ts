@@ -45,6 +45,7 @@ upstreams:
 test('every problem of a broken YAML config is reported, in file order, word for word', () => {
   assert.deepEqual(problemsOf(BROKEN), [
     'gatewire.yaml:2:16: admin.port: 8080 is also listen.port (use a different port, or admin: false to disable the admin server)',
+    'gatewire.yaml:6:5: routes[1].match: same host and path_prefix as routes[0], so it would never match (remove it or change its match)',
     'gatewire.yaml:6:15: routes[1].upstream: "webb" is not defined in upstreams (defined: api, web, other)',
     'gatewire.yaml:7:5: routes[1].strip_prefx: unknown key (did you mean "strip_prefix"?)',
     'gatewire.yaml:10:14: upstreams.api.balance: "leastconn" is not one of round_robin, least_conn, ip_hash, hash, random_two (did you mean "least_conn"?)',
@@ -74,7 +75,7 @@ test('the ConfigError carries the first problem as file, line, column and key pa
     assert.equal(err.line, 2);
     assert.equal(err.column, 16);
     assert.equal(err.keyPath, 'admin.port');
-    assert.equal(err.problems.length, 17);
+    assert.equal(err.problems.length, 18);
   }
 });
 
@@ -129,6 +130,7 @@ upstreams:
   assert.deepEqual(problemsOf(text), [
     'gatewire.yaml:1:15: trust_proxy[0]: "10.0.0.0/33" is not an IP address or CIDR (e.g. "10.0.0.0/8", "127.0.0.1")',
     'gatewire.yaml:2:23: resolver.servers[0]: "dns.local" is not a name server address (use an IP, "127.0.0.1:5353" or "[::1]:5353")',
+    'gatewire.yaml:3:27: routes[1].match: same host and path_prefix as routes[0], so it would never match (remove it or change its match)',
     'gatewire.yaml:6:5: upstreams.a.hash_key: is only used with balance: hash, but balance is round_robin (remove hash_key or set balance: hash)',
     'gatewire.yaml:8:7: upstreams.a.servers: every server is a backup (a backup only takes traffic when no primary is available; make at least one a primary)',
     'gatewire.yaml:8:20: upstreams.a.servers[0].address: "http://127.0.0.1:8000" is not a valid address (a URL is only accepted with protocol: http; write "127.0.0.1:8000")',
@@ -166,4 +168,24 @@ test('loadConfig reads the file, names it in messages, and turns an unreadable f
   const cfg = await loadConfig(file);
   assert.equal(cfg.file, file);
   assert.equal(cfg.upstreams.api.servers[0].address, '127.0.0.1:9000');
+});
+
+test('duplicate routes and zero upstream timeouts are rejected', () => {
+  const text = `routes:
+  - { match: { path_prefix: /api }, upstream: a }
+  - { match: { host: x.test, path_prefix: /api }, upstream: a }
+  - { match: { path_prefix: /api }, upstream: a, strip_prefix: true }
+  - { upstream: a }
+  - { upstream: a }
+upstreams:
+  a:
+    timeouts: { connect: 0, read: 0s }
+    servers: [{ address: "127.0.0.1:9000" }]
+`;
+  assert.deepEqual(problemsOf(text), [
+    'gatewire.yaml:4:14: routes[2].match: same host and path_prefix as routes[0], so it would never match (remove it or change its match)',
+    'gatewire.yaml:6:5: routes[4].match: same host and path_prefix as routes[3], so it would never match (remove it or change its match)',
+    'gatewire.yaml:9:26: upstreams.a.timeouts.connect: must be more than 0 (e.g. "60s")',
+    'gatewire.yaml:9:35: upstreams.a.timeouts.read: must be more than 0 (e.g. "60s")',
+  ]);
 });
