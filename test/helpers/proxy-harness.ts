@@ -70,7 +70,7 @@ const server = http.createServer((req, res) => {
       return;
     }
     res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify({ name: NAME, path: url.pathname, query: url.search, method: req.method, bodyLen: n, headers: req.headers }));
+    res.end(JSON.stringify({ name: NAME, path: url.pathname, query: url.search, method: req.method, bodyLen: n, headers: req.headers, peerPort: req.socket.remotePort }));
   });
 });
 server.keepAliveTimeout = 60000;
