@@ -10,7 +10,7 @@ import { ErrorCode, FrameType } from '../protocol/constants.ts';
 import { encodeSettings } from '../protocol/frame.ts';
 import { getVar } from '../protocol/vars.ts';
 import { detectProtocol, GatewireSession, type GatewireStream, StreamResetError } from '../protocol/session.ts';
-import { connectClient, duplexPair, fetchOn, readAll, sha256, startSessionServer, withTimeout, writeBody } from './helpers/protocol-session.ts';
+import { connectClient, duplexPair, fetchOn, readAll, sha256, startSessionServer, withTimeout } from './helpers/protocol-session.ts';
 
 /** Echo app: answers 200 with the request's method and path as headers and the request body as response body. */
 function echoApp(stream: GatewireStream): void {
