@@ -24,21 +24,30 @@ export function varsSize(vars: Vars): number {
   return size;
 }
 
+/** The two length bytes of every short key/value as a ready-made latin1 string (lengths 0..4095). */
+const LENGTH_PREFIX: string[] = [];
+for (let len = 0; len < 4096; len++) LENGTH_PREFIX.push(String.fromCharCode(len & 0xff, len >>> 8));
+
 /**
  * Writes `vars` at `offset` and returns the offset after them. The caller has
  * checked the size with varsSize(); strings are written as latin1, so any code
  * unit above 0xff is truncated to its low byte (callers pass byte strings).
+ *
+ * Why a string: the block (length prefixes included) is concatenated into one
+ * latin1 string and written with a single latin1Write. One native call per
+ * block instead of one per key and value is ~2× faster for a typical request
+ * (bench/protocol.ts); V8 builds the concatenation as a rope and flattens it
+ * once, in C++.
  */
 export function writeVars(target: Buffer, offset: number, vars: Vars): number {
+  let block = '';
   for (let i = 0; i < vars.length; i++) {
     const s = vars[i];
     const len = s.length;
-    target[offset] = len & 0xff;
-    target[offset + 1] = len >>> 8;
-    offset += 2;
-    if (len > 0) offset += target.latin1Write(s, offset, len);
+    block += (len < 4096 ? LENGTH_PREFIX[len] : String.fromCharCode(len & 0xff, len >>> 8)) + s;
   }
-  return offset;
+  if (block.length === 0) return offset;
+  return offset + target.latin1Write(block, offset, block.length);
 }
 
 /** Encodes a vars block on its own; fails with VARS_TOO_LARGE past MAX_VARS_SIZE. */
@@ -56,21 +65,28 @@ export function encodeVars(vars: Vars, limit = MAX_VARS_SIZE): Buffer | Protocol
 /**
  * Decodes the vars block in buf[start, end). A truncated key or value, or a
  * key without its value, is a PROTOCOL_ERROR: the block must be exact.
+ *
+ * Why one slice: the whole block is turned into one latin1 string by a single
+ * native call and keys/values are substrings of it (latin1 is one char per
+ * byte, so byte offsets are string offsets). That is ~5× faster than one
+ * latin1Slice per key and value; longer substrings share the block string,
+ * which is at most 64 KiB and lives as long as the request's vars.
  */
 export function decodeVars(buf: Buffer, start = 0, end = buf.length, out: Vars = []): Vars | ProtocolError {
+  const block = end > start ? buf.latin1Slice(start, end) : '';
   let pos = start;
   while (pos < end) {
     if (pos + 2 > end) return protocolError('PROTOCOL_ERROR', `vars: truncated key length at byte ${pos - start}`);
     const klen = buf[pos] | (buf[pos + 1] << 8);
     pos += 2;
     if (pos + klen > end) return protocolError('PROTOCOL_ERROR', `vars: key of ${klen} bytes overruns the block`);
-    const key = buf.latin1Slice(pos, pos + klen);
+    const key = block.slice(pos - start, pos - start + klen);
     pos += klen;
     if (pos + 2 > end) return protocolError('PROTOCOL_ERROR', `vars: key ${JSON.stringify(key.slice(0, 64))} has no value`);
     const vlen = buf[pos] | (buf[pos + 1] << 8);
     pos += 2;
     if (pos + vlen > end) return protocolError('PROTOCOL_ERROR', `vars: value of ${vlen} bytes overruns the block`);
-    out.push(key, vlen === 0 ? '' : buf.latin1Slice(pos, pos + vlen));
+    out.push(key, vlen === 0 ? '' : block.slice(pos - start, pos - start + vlen));
     pos += vlen;
   }
   return out;
