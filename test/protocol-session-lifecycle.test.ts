@@ -11,6 +11,7 @@ import { ProtocolError } from '../protocol/errors.ts';
 import { encodeRequestFrame, encodeReset, encodeSettings } from '../protocol/frame.ts';
 import { getVar } from '../protocol/vars.ts';
 import { GatewireSession, type GatewireStream, StreamResetError } from '../protocol/session.ts';
+import { freePort } from './helpers/net.ts';
 import { connectClient, fetchOn, rawPeer, readAll, startSessionServer, withTimeout } from './helpers/protocol-session.ts';
 
 function errorOf(stream: GatewireStream): Promise<StreamResetError> {
@@ -285,4 +286,22 @@ test('destroy() fails every stream, clears its timers and listeners, and emits c
   await until(() => srv.sessions.length === 1 && srv.sessions[0].destroyed, 'server saw the close');
   await new Promise((r) => setTimeout(r, 50));
   assert.deepEqual(resources(), before);
+});
+
+test('a connection that cannot be established fails its queued streams as retryable', { timeout: 10_000 }, async () => {
+  const port = await freePort();
+  const socket = net.connect(port, '127.0.0.1');
+  const client = new GatewireSession(socket, { role: 'client' });
+  const errors: Error[] = [];
+  client.on('error', (e) => errors.push(e));
+  assert.equal(client.availableStreams > 0, true, 'a connecting session takes streams');
+  const stream = client.request(['REQUEST_METHOD', 'POST']);
+  stream.write('body');
+  const err = await errorOf(stream);
+  assert.equal(err.retryable, true, 'the REQUEST was never written');
+  assert.equal(err.remote, false);
+  assert.equal((err.cause as NodeJS.ErrnoException).code, 'ECONNREFUSED');
+  const [hadError] = await closed(client, 'close');
+  assert.equal(hadError, true);
+  assert.equal((errors[0] as NodeJS.ErrnoException).code, 'ECONNREFUSED');
 });

@@ -273,3 +273,81 @@ test('detectProtocol tells native from uwsgi classic from the first bytes', () =
   assert.equal(detectProtocol(fake), 'uwsgi');
   assert.equal(FrameType.SETTINGS, 0x01);
 });
+
+test('socket backpressure: with huge windows and a peer that stops reading, the sender stops at the socket buffer', { timeout: 20_000 }, async (t) => {
+  const TOTAL = 32 * 1024 * 1024;
+  const BIG = 256 * 1024 * 1024;
+  const flood = { written: 0, socket: null as import('node:net').Socket | null };
+  const srv = await startSessionServer(
+    (stream) => {
+      stream.respond(200, []);
+      const block = Buffer.alloc(256 * 1024, 0x42);
+      (async () => {
+        while (flood.written < TOTAL) {
+          flood.written += block.length;
+          if (!stream.write(block)) await once(stream, 'drain');
+        }
+        stream.end();
+      })().catch(() => {});
+    },
+    { initialStreamWindow: BIG, initialConnectionWindow: BIG },
+  );
+  t.after(() => srv.close());
+  const socket = (await import('node:net')).connect(srv.connectOpts);
+  const client = new GatewireSession(socket, { role: 'client', initialStreamWindow: BIG, initialConnectionWindow: BIG });
+  t.after(() => client.destroy());
+  const stream = client.request(['REQUEST_METHOD', 'GET'], { endStream: true });
+  await withTimeout(once(stream, 'response'), 5000, 'response');
+  socket.pause(); // the client stops reading: only the kernel buffers and the server's own socket buffer remain
+  const serverSocket = srv.sockets[0];
+  let last = -1;
+  await withTimeout(
+    (async () => {
+      // Wait until the writer is parked (no progress for 200 ms).
+      while (flood.written !== last) {
+        last = flood.written;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    })(),
+    10_000,
+    'writer parked',
+  );
+  assert.ok(flood.written < TOTAL, 'the writer is held back although the windows would allow everything');
+  // What the session queued in user space: at most one DATA frame past the socket's highWaterMark, plus small control frames.
+  const bound = serverSocket.writableHighWaterMark + 65_535 + 8 + 4096;
+  assert.ok(serverSocket.writableLength <= bound, `server socket buffers ${serverSocket.writableLength} > ${bound}`);
+  socket.resume();
+  let received = 0;
+  stream.on('data', (c: Buffer) => {
+    received += c.length;
+  });
+  await withTimeout(once(stream, 'end'), 15_000, 'flood drained');
+  assert.equal(received, TOTAL);
+});
+
+test('maxRequestBody: a body over the limit resets the stream with BODY_TOO_LARGE on both sides', { timeout: 10_000 }, async (t) => {
+  const serverErrors: StreamResetError[] = [];
+  const srv = await startSessionServer(
+    (stream) => {
+      stream.on('error', (e) => serverErrors.push(e as StreamResetError));
+      stream.resume();
+    },
+    { maxRequestBody: 1000 },
+  );
+  t.after(() => srv.close());
+  const client = await connectClient(srv.connectOpts);
+  t.after(() => client.destroy());
+  const small = client.request(['REQUEST_METHOD', 'POST']);
+  small.end(Buffer.alloc(1000));
+  const stream = client.request(['REQUEST_METHOD', 'POST']);
+  const errored = once(stream, 'error') as Promise<[StreamResetError]>;
+  stream.end(Buffer.alloc(5000));
+  const [err] = await withTimeout(errored, 5000, 'client error');
+  assert.equal(err.code, ErrorCode.BODY_TOO_LARGE);
+  assert.equal(err.remote, true);
+  assert.equal(err.retryable, false);
+  assert.equal(serverErrors.length, 1, 'only the stream over the limit failed');
+  assert.equal(serverErrors[0].code, ErrorCode.BODY_TOO_LARGE);
+  assert.equal(serverErrors[0].remote, false);
+  assert.equal(small.destroyed, false);
+});
