@@ -264,7 +264,7 @@ const agents = new Map<string, Agent>();
 export function agentFrom(localAddress = '127.0.0.1'): Agent {
   let a = agents.get(localAddress);
   if (a === undefined) {
-    a = new Agent({ connect: { localAddress }, keepAliveTimeout: 1000 });
+    a = new Agent({ localAddress, keepAliveTimeout: 1000 } as Agent.Options);
     agents.set(localAddress, a);
   }
   return a;
