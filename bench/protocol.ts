@@ -52,7 +52,7 @@ const rawHeaders = [
   'Sec-Ch-Ua', '"Chromium";v="124", "Google Chrome";v="124"',
   'Sec-Ch-Ua-Platform', '"Linux"',
   'Priority', 'u=1, i',
-]; // biome-ignore format: pairs
+];
 const request = {
   method,
   url,
