@@ -26,6 +26,20 @@
 //   writes complete without error) and an unconsumed request body is dumped so
 //   the stream still reaches 'close' — Node's http does the same with req._dump().
 //
+// Rules worth knowing when coding against it:
+// - DATA after END_STREAM on a still-active stream is a STREAM error (RESET
+//   STREAM_CLOSED), as session-api.md says — not a connection error; frames for
+//   streams already closed are ignored (their bytes still count against, and
+//   return, connection credit).
+// - `for await (const c of stream)` destroys the whole Duplex when the body ends
+//   (Node's iterator semantics), which RESETs a stream whose response is not
+//   written yet: use stream.iterator({ destroyOnReturn: false }), 'data'/'end',
+//   or pipe.
+// - Stream credit is returned when bytes are emitted as 'data' (flowing mode,
+//   pipe, read() and async iteration all do), batched at half the initial
+//   stream window; connection credit on receipt, batched at half its window.
+// - Sockets get setNoDelay(true): frames are batched per tick by cork/uncork.
+//
 // Hot spots (measured by the protocol benchmark, not here): onFrame's switch,
 // one 8-byte header allocation per DATA frame (from Buffer's pool), one cork per
 // tick, the 'data' emit override that counts consumed bytes.
