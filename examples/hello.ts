@@ -3,7 +3,7 @@
 //
 //   GET  /                 "Hello, world!"
 //   GET  /healthz          "ok"
-//   POST /echo-length      {"length": N} — the request body is counted as it streams, never buffered
+//   POST /echo-length      {"length": N, "sha256": HEX} — the body is counted and hashed as it streams, never buffered
 //   POST /echo             the request body streamed back
 //   GET  /bytes/N          N bytes, produced as the client reads them (backpressure)
 //   GET  /sse?n=5&ms=100   server-sent events, one every ms
@@ -16,6 +16,8 @@
 //   GET  /block?ms=N       blocks the event loop (harakiri)
 //   GET  /aborts           how many requests of this process saw their abort signal fire
 //   GET  /pid              the serving process id
+
+import { createHash } from 'node:crypto';
 
 let aborts = 0;
 const CHUNK = new Uint8Array(64 * 1024).fill(120); // 'x'
@@ -71,8 +73,14 @@ export default {
     if (path === '/aborts') return new Response(`${aborts}\n`);
     if (path === '/echo-length') {
       let length = 0;
-      if (request.body) for await (const chunk of request.body) length += chunk.byteLength;
-      return Response.json({ length });
+      const hash = createHash('sha256');
+      if (request.body) {
+        for await (const chunk of request.body) {
+          length += chunk.byteLength;
+          hash.update(chunk);
+        }
+      }
+      return Response.json({ length, sha256: hash.digest('hex') });
     }
     if (path === '/echo') return new Response(request.body, { headers: { 'content-type': request.headers.get('content-type') ?? 'application/octet-stream' } });
     if (path.startsWith('/bytes/')) {
@@ -100,7 +108,7 @@ export default {
       headers.append('set-cookie', 'b=2; Path=/; HttpOnly');
       return new Response('two cookies\n', { headers });
     }
-    if (path === '/inspect') {
+    if (path.startsWith('/inspect')) {
       return Response.json({
         method: request.method,
         url: request.url,
