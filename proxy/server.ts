@@ -248,6 +248,7 @@ export class ProxyServer {
   private openConnections = 0;
   private gaugeTimer: NodeJS.Timeout | null = null;
   private readonly accessLog: boolean;
+  private closing = false;
 
   constructor(config: ProxyConfig, opts: ProxyServerOptions = {}) {
     this.opts = opts;
@@ -351,6 +352,7 @@ export class ProxyServer {
     const hostname = hostnameOf(hostHeader);
     const gen = this.gen;
     const route = gen.match(hostname, path);
+    if (this.closing) reply.header('connection', 'close');
     if (route === null) return sendShort(reply, 404);
     const runtime = route.runtime;
     const maxBody = runtime.cfg.max_body;
@@ -433,6 +435,8 @@ export class ProxyServer {
       cancel?.();
     }
     ctx.finish();
+    // stopping: a keep-alive connection whose exchange ended is not kept (server.close waits for it)
+    if (this.closing) ctx.clientSocket?.destroySoon();
     const ms = performance.now() - ctx.startedAt;
     // bytes sent/received on the client connection for this exchange, head included (NGINX's $bytes_sent)
     const socket = ctx.clientSocket;
@@ -517,6 +521,7 @@ export class ProxyServer {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await this.app.close();
   }
 }
