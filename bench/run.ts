@@ -15,7 +15,7 @@ import { tempDir } from '../test/helpers/net.ts';
 import { ROOT } from '../test/helpers/procs.ts';
 import { type Configuration, type Group, type Running, selectConfigurations } from './lib/configs.ts';
 import { download, fetchOnce, openIdleConnections, runSse, upload } from './lib/http-client.ts';
-import { TierMonitor, type TierUsage, tierRssKb } from './lib/procfs.ts';
+import { ForeignLoad, TierMonitor, type TierUsage, tierRssKb, waitForCalm } from './lib/procfs.ts';
 import { median, ratio, sum } from './lib/stats.ts';
 import { type Column, markdownTable, type TableRow } from './lib/table.ts';
 import { runWrk, writePostScript } from './lib/wrk.ts';
@@ -44,6 +44,7 @@ const RPS_COLUMNS: Column[] = [
   { key: 'appCpuUs', title: 'app CPU µs/req' },
   { key: 'proxyRssMiB', title: 'proxy peak RSS MiB', digits: 1 },
   { key: 'appRssMiB', title: 'app peak RSS MiB', digits: 1 },
+  { key: 'foreignCores', title: 'other load (cores)', digits: 2 },
 ];
 
 const SCENARIOS: Scenario[] = [
@@ -67,6 +68,7 @@ const SCENARIOS: Scenario[] = [
       { key: 'appCpuUs', title: 'app CPU µs/event', digits: 1 },
       { key: 'proxyRssMiB', title: 'proxy peak RSS MiB', digits: 1 },
       { key: 'appRssMiB', title: 'app peak RSS MiB', digits: 1 },
+      { key: 'foreignCores', title: 'other load (cores)', digits: 2 },
     ],
   },
   {
@@ -117,6 +119,8 @@ interface Settings {
   idleCount: number;
   bulkBytes: number;
   postBytes: number;
+  /** Before each measurement, wait up to this long for other work on the machine to quiet down. */
+  calmMs: number;
   cpuProfDir?: string;
 }
 
@@ -126,6 +130,7 @@ interface Sample {
   errorSamples: string[];
 }
 
+let startLoad = '';
 const log = (msg: string) => process.stderr.write(`${msg}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -144,12 +149,19 @@ class Tiers {
     this.proxy = r.tiers.proxy ? new TierMonitor(r.tiers.proxy) : undefined;
     this.app = new TierMonitor(r.tiers.app);
   }
+  private readonly foreign = new ForeignLoad();
+  /** Cores used by processes outside the measurement (other work on a shared machine). */
+  foreignCores = Number.NaN;
   start(): void {
+    this.foreign.start();
     this.proxy?.start();
     this.app.start();
   }
   stop(): { proxy?: TierUsage; app: TierUsage } {
-    return { proxy: this.proxy?.stop(), app: this.app.stop() };
+    const proxy = this.proxy?.stop();
+    const app = this.app.stop();
+    this.foreignCores = this.foreign.stop((proxy?.cpuSeconds ?? 0) + app.cpuSeconds);
+    return { proxy, app };
   }
 }
 
@@ -179,6 +191,7 @@ async function wrkScenario(s: Scenario, r: Running, set: Settings, dir: string):
   if (bad) errorSamples.push(`check: ${bad}`);
   const url = `http://${r.host}:${r.port}${route}`;
   const timeoutS = post ? 10 : 5;
+  if (set.calmMs > 0) await waitForCalm(set.calmMs);
   if (set.warmS > 0) await runWrk({ url, connections: set.connections, durationS: set.warmS, script, timeoutS });
   const tiers = new Tiers(r);
   tiers.start();
@@ -193,6 +206,7 @@ async function wrkScenario(s: Scenario, r: Running, set: Settings, dir: string):
       requests: result.requests,
       ...usageValues('proxy', usage.proxy, result.requests),
       ...usageValues('app', usage.app, result.requests),
+      foreignCores: tiers.foreignCores,
     },
     errors: result.errors + (bad ? 1 : 0),
     errorSamples,
@@ -200,6 +214,7 @@ async function wrkScenario(s: Scenario, r: Running, set: Settings, dir: string):
 }
 
 async function sseScenario(r: Running, set: Settings): Promise<Sample> {
+  if (set.calmMs > 0) await waitForCalm(set.calmMs);
   const tiers = new Tiers(r);
   let usage: ReturnType<Tiers['stop']> | undefined;
   const res = await runSse(r, set.sseStreams, set.sseWarmMs, set.sseMs, {
@@ -217,6 +232,7 @@ async function sseScenario(r: Running, set: Settings): Promise<Sample> {
       events: res.events,
       ...usageValues('proxy', usage?.proxy, res.events),
       ...usageValues('app', usage?.app, res.events),
+      foreignCores: tiers.foreignCores,
     },
     errors: res.errors,
     errorSamples: res.errorSamples,
@@ -366,6 +382,7 @@ async function main(): Promise<void> {
     idleCount: quick ? 2000 : 10_000,
     bulkBytes: quick ? 64 * MIB : 1024 * MIB,
     postBytes: MIB,
+    calmMs: quick ? 0 : 3000,
     cpuProfDir: args['cpu-prof'] ? path.resolve(args['cpu-prof']) : undefined,
   };
   const only = args.only ? new Set(args.only.split(',').map((s) => s.trim())) : undefined;
@@ -375,6 +392,7 @@ async function main(): Promise<void> {
   if (set.cpuProfDir) mkdirSync(set.cpuProfDir, { recursive: true });
 
   const started = Date.now();
+  startLoad = os.loadavg().map((x) => x.toFixed(2)).join(' / ');
   const samples = new Map<ScenarioId, Map<string, Sample[]>>();
   const failures = new Map<string, string[]>();
   for (const s of scenarios) samples.set(s.id, new Map(configs.map((c) => [c.id, []])));
@@ -473,9 +491,11 @@ function buildReport(
       `configurations interleaved A B C … over ${rounds} round${rounds > 1 ? 's' : ''} (idle and bulk: 1 round), medians shown; errors are summed over rounds. ` +
       'CPU µs/req = utime+stime of all the tier’s processes (from /proc, workers included) ÷ requests completed. Peak RSS = sum over the tier’s processes of VmHWM, reset before each measurement. ' +
       `×(3) and ×(6) = the row’s headline figure ÷ configuration 3’s (fastify + reply-from) and 6’s (nginx → uWSGI). ` +
+      `"other load" = CPU cores busy during the measurement outside the measured tiers and the load generator (this machine is shared: a non-zero figure means the row was disturbed)${set.calmMs ? `; each measurement first waits up to ${set.calmMs / 1000} s for the machine to be idle` : ''}. ` +
       `SSE: ${set.sseStreams} streams, ${set.sseMs / 1000} s measured after ${set.sseWarmMs / 1000} s; idle: ${set.idleCount.toLocaleString('en-US')} connections; bulk: ${set.bulkBytes / MIB} MiB each way; POST: ${set.postBytes / MIB} MiB bodies.`,
     '',
   );
+  out.push(`Load average (1/5/15 min) at the end: ${os.loadavg().map((x) => x.toFixed(2)).join(' / ')}; at the start: ${startLoad}.`, '');
   out.push('Configurations:', '');
   for (const c of configs) out.push(`- (${c.id}) ${c.label} — ${c.workers}`);
   out.push('');

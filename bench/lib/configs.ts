@@ -93,6 +93,8 @@ http {
   keepalive_timeout 75s;
   keepalive_requests 1000000;
   client_max_body_size 0;
+  # 1 MiB POST bodies stay in memory (the default 16k spools every body to a temp file on disk).
+  client_body_buffer_size 1m;
   upstream app {
     ${upstream}
   }

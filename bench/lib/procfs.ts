@@ -174,3 +174,66 @@ export function tierRssKb(root: number): number {
   for (const pid of processTree(root)) sum += statusKb(pid, 'VmRSS');
   return sum;
 }
+
+/** Busy CPU seconds of the whole machine since boot (all cores; /proc/stat minus idle and iowait). */
+export function machineBusySeconds(): number {
+  try {
+    const line = readFileSync('/proc/stat', 'latin1').split('\n', 1)[0]!;
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal
+    const busy = f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + (f[7] ?? 0);
+    return busy / ticksPerSecond();
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** CPU seconds of this process plus its reaped children (wrk, once it has exited). */
+export function selfAndChildrenCpuSeconds(): number {
+  try {
+    const text = readFileSync('/proc/self/stat', 'latin1');
+    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    // utime 14, stime 15, cutime 16, cstime 17 → f[11..14]
+    return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / ticksPerSecond();
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/**
+ * CPU used on the machine by anything that is neither the measured tiers nor
+ * this benchmark and its load generator: other people's work on a shared
+ * machine. Call start() before the measurement and stop(tierCpuSeconds) after
+ * the load generator has exited; the result is in cores (CPU s per wall s).
+ */
+export class ForeignLoad {
+  private busy0 = 0;
+  private own0 = 0;
+  private t0 = 0;
+  start(): void {
+    this.busy0 = machineBusySeconds();
+    this.own0 = selfAndChildrenCpuSeconds();
+    this.t0 = performance.now();
+  }
+  stop(tierCpuSeconds: number): number {
+    const wall = (performance.now() - this.t0) / 1000;
+    const foreign = machineBusySeconds() - this.busy0 - (selfAndChildrenCpuSeconds() - this.own0) - tierCpuSeconds;
+    return Math.max(0, foreign / wall);
+  }
+}
+
+/**
+ * Waits (at most maxMs) until the machine has been nearly idle for a 300 ms
+ * window: before a measurement our own configurations are idle, so any busy CPU
+ * belongs to someone else sharing the machine. Returns the cores busy in the last window.
+ */
+export async function waitForCalm(maxMs: number, thresholdCores = 0.25): Promise<number> {
+  const deadline = performance.now() + maxMs;
+  for (;;) {
+    const b0 = machineBusySeconds();
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, 300));
+    const cores = (machineBusySeconds() - b0) / ((performance.now() - t0) / 1000);
+    if (cores <= thresholdCores || performance.now() >= deadline) return cores;
+  }
+}
