@@ -114,3 +114,15 @@ test('routes match host, then the longest path prefix; strip_prefix removes it',
   const r5 = (await call(`${proxy.url}/api/x`, { headers: { host: 'C.example.test:8080' } })).json<Echo>();
   assert.equal(r5.name, 'C', 'host routes win over any-host routes');
 });
+
+test('trust_proxy: a trusted peer keeps its X-Forwarded-* and the client address is appended', { timeout: 60000 }, async (t) => {
+  const app = await startAppserver(t, 'T');
+  const proxy = await startProxy(t, { trust_proxy: ['127.0.0.0/8'], upstreams: { app: { servers: [app.address] } } });
+  const r = await call(`${proxy.url}/t`, { headers: { 'x-forwarded-for': '203.0.113.9', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'edge.example' } });
+  const h = r.json<Echo>().headers;
+  assert.equal(h['x-forwarded-for'], '203.0.113.9, 127.0.0.1');
+  assert.equal(h['x-forwarded-proto'], 'https');
+  assert.equal(h['x-forwarded-host'], 'edge.example');
+  const untrusted = await call(`${proxy.url}/t`, { from: '127.0.0.1', headers: {} });
+  assert.equal(untrusted.json<Echo>().headers['x-forwarded-for'], '127.0.0.1');
+});
