@@ -161,7 +161,19 @@ async function startGatewireProxy(o: StartOptions, protocol: 'gatewire' | 'uwsgi
     admin: false,
     log: { level: 'warn', access: false },
     routes: [{ match: { path_prefix: '/' }, upstream: 'app' }],
-    upstreams: { app: { protocol, balance: 'round_robin', servers: [{ address }] } },
+    upstreams: {
+      app: {
+        protocol,
+        balance: 'round_robin',
+        servers: [{ address }],
+        // The 1 GiB upload must pass (nginx here: client_max_body_size 0).
+        max_body: '4g',
+        // uwsgi carries one request per connection: the default 4 would queue the
+        // 64 wrk connections and the 100 SSE streams (nginx's uwsgi_pass has no cap).
+        // Native connections multiplex streams: the default (4) stays.
+        ...(protocol === 'uwsgi' ? { connections_per_server: 256 } : {}),
+      },
+    },
   };
   writeFileSync(file, JSON.stringify(config, null, 2));
   const proc = gatewire(['proxy', '--config', file], o);
