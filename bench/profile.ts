@@ -23,7 +23,7 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '15' },
     route: { type: 'string', default: '/hello' },
     top: { type: 'string', default: '20' },
-    out: { type: 'string', default: path.join(ROOT, 'bench/results/profiles') },
+    out: { type: 'string', default: path.join(ROOT, '.tmp/profiles') }, // .tmp/ is git-ignored
   },
 });
 
@@ -32,7 +32,7 @@ for (const c of selectConfigurations(args.configs)) {
   const profDir = path.join(path.resolve(args.out!), `config-${c.id}-${Date.now()}`);
   mkdirSync(profDir, { recursive: true });
   const { dir, cleanup } = tempDir('gwp-');
-  const running = await c.start({ dir, group: 'rps', gatewireNodeOptions: `--cpu-prof --cpu-prof-dir=${profDir}` });
+  const running = await c.start({ dir, group: 'rps', gatewireNodeFlags: ['--cpu-prof', `--cpu-prof-dir=${profDir}`] });
   const roles = new Map<number, string>();
   let wrkLine = '';
   try {

@@ -378,11 +378,11 @@ async function main(): Promise<void> {
     connections: 64,
     sseStreams: 100,
     sseWarmMs: quick ? 500 : 1000,
-    sseMs: quick ? 1500 : 3000,
+    sseMs: quick ? 1500 : 2000,
     idleCount: quick ? 2000 : 10_000,
     bulkBytes: quick ? 64 * MIB : 1024 * MIB,
     postBytes: MIB,
-    calmMs: quick ? 0 : 3000,
+    calmMs: quick ? 0 : 2000,
     cpuProfDir: args['cpu-prof'] ? path.resolve(args['cpu-prof']) : undefined,
   };
   const only = args.only ? new Set(args.only.split(',').map((s) => s.trim())) : undefined;
@@ -433,7 +433,7 @@ async function runConfiguration(
     running = await c.start({
       dir,
       group,
-      gatewireNodeOptions: set.cpuProfDir ? `--cpu-prof --cpu-prof-dir=${set.cpuProfDir}` : undefined,
+      gatewireNodeFlags: set.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${set.cpuProfDir}`] : undefined,
     });
   } catch (err) {
     const msg = (err as Error).message.split('\n').slice(0, 6).join(' ⏎ ');

@@ -15,8 +15,8 @@ export type Group = 'rps' | 'sse' | 'idle' | 'bulk';
 export interface StartOptions {
   dir: string;
   group: Group;
-  /** Extra NODE_OPTIONS for gatewire processes (e.g. --cpu-prof). */
-  gatewireNodeOptions?: string;
+  /** Extra node flags for gatewire processes (e.g. --cpu-prof). */
+  gatewireNodeFlags?: string[];
 }
 
 export interface Running {
@@ -51,9 +51,10 @@ function nodeApp(file: string, args: string[], env?: NodeJS.ProcessEnv): Proc {
 }
 
 function gatewire(args: string[], o: StartOptions): Proc {
-  const env = { ...process.env };
-  if (o.gatewireNodeOptions) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${o.gatewireNodeOptions}`.trim();
-  return startProcess(NODE, [GATEWIRE_BIN, ...args], { cwd: ROOT, env });
+  // Node flags on the command line, not NODE_OPTIONS (which refuses --cpu-prof);
+  // forked workers inherit them through process.execArgv.
+  const nodeFlags = o.gatewireNodeFlags ?? [];
+  return startProcess(NODE, [...nodeFlags, GATEWIRE_BIN, ...args], { cwd: ROOT });
 }
 
 async function ready(proc: Proc, address: string, re = /listening/i): Promise<void> {
