@@ -497,6 +497,8 @@ export async function runUp(argv: string[]): Promise<number> {
       try {
         for (const spec of plan.children) {
           if (signalled) return { kind: 'signal' };
+          // Readiness is "accepts connections": make sure it is not another program that accepts them.
+          if (await connectOnce(spec.ready)) throw new UpError(`${spec.name} cannot listen on ${spec.ready}: another program already accepts connections there`);
           const r = sup.start(spec);
           await sup.waitReady(r);
         }

@@ -34,7 +34,7 @@ test('the Dockerfile is multi-stage on the current Node LTS slim image', () => {
 test('build steps are `npm ci` then the package.json build script; the runtime installs production deps only', () => {
   const buildCmds = runCommands(build);
   const ci = buildCmds.findIndex((c) => /^npm ci\b/.test(c));
-  const b = buildCmds.findIndex((c) => c === 'npm run build');
+  const b = buildCmds.indexOf('npm run build');
   assert.ok(ci >= 0, `build stage runs npm ci: ${JSON.stringify(buildCmds)}`);
   assert.ok(b > ci, `build stage runs npm run build after npm ci: ${JSON.stringify(buildCmds)}`);
   assert.doesNotMatch(buildCmds[ci], /--omit=dev|--production/, 'the build needs dev dependencies (typescript)');

@@ -1,0 +1,169 @@
+// `npm start` = `gatewire up`: with no config it runs an appserver (2 workers,
+// example app, Unix socket in a private runtime dir) behind the proxy, prints
+// the URL, and on Ctrl-C stops everything gracefully: exit 0, no process and
+// no socket file left. With --config, the `apps:` section names the
+// appservers. A child that dies takes the stack down with a non-zero exit.
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { alive, cmdlineOf, descendants, waitGone } from './helpers/deploy-proctree.ts';
+import { freePort, tempDir } from './helpers/net.ts';
+import { ROOT, startGatewire } from './helpers/procs.ts';
+
+const UP_TIMEOUT = 90_000;
+
+/** Environment of a user's shell, with temp files (the runtime dir) kept in `tmp`. */
+function userEnv(tmp: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, TMPDIR: tmp };
+  delete env.XDG_RUNTIME_DIR;
+  for (const k of Object.keys(env)) if (k.startsWith('GATEWIRE_') || k.startsWith('NODE_TEST')) delete env[k];
+  return env;
+}
+
+/** What `up` and its children left in `dir` (tsx's own compile cache, tsx-*, is not theirs). */
+const leftovers = (dir: string) => readdirSync(dir).filter((n) => !n.startsWith('tsx-'));
+
+async function getText(url: string): Promise<{ status: number; body: string }> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(20_000) });
+  return { status: res.status, body: await res.text() };
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} after ${ms} ms`)), ms)))]).finally(() =>
+    clearTimeout(timer),
+  );
+}
+
+test('npm start is `gatewire up`', () => {
+  const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+  assert.equal(pkg.scripts.start, 'node bin/gatewire.js up');
+});
+
+test('embedded default: serves on --port, Ctrl-C exits 0 with no process and no socket left', { timeout: 180_000 }, async (t) => {
+  const { dir, cleanup } = tempDir('gw-up-');
+  t.after(cleanup);
+  const port = await freePort();
+  const adminPort = await freePort();
+  const up = startGatewire(['up', '--port', String(port), '--admin-port', String(adminPort)], { env: userEnv(dir) });
+  t.after(() => up.stop(2000));
+  await up.waitFor(new RegExp(`gatewire is up: open http://127\\.0\\.0\\.1:${port}/`), UP_TIMEOUT);
+
+  // The runtime dir holds the appserver's socket and the generated proxy config.
+  const runtimeDirs = leftovers(dir);
+  assert.equal(runtimeDirs.length, 1, `one runtime dir in ${dir}: ${runtimeDirs}`);
+  assert.match(runtimeDirs[0], /^gatewire-/);
+  const sock = path.join(dir, runtimeDirs[0], 'app.sock');
+  assert.ok(statSync(sock).isSocket(), `${sock} is a Unix socket`);
+
+  for (let i = 0; i < 20; i++) {
+    const r = await getText(`http://127.0.0.1:${port}/`);
+    assert.equal(r.status, 200, `request ${i}: ${r.status} ${r.body}`);
+    assert.ok(r.body.length > 0);
+  }
+  assert.equal((await getText(`http://127.0.0.1:${adminPort}/healthz`)).status, 200, 'the proxy admin answers /healthz');
+
+  // One process tree: the proxy, the appserver master and its 2 workers all under `up`.
+  const tree = descendants(up.child.pid!);
+  const cmdlines = tree.map(cmdlineOf);
+  assert.ok(cmdlines.some((c) => / proxy --config /.test(c)), `a proxy child: ${cmdlines.join(' | ')}`);
+  assert.ok(cmdlines.some((c) => / serve .*--listen unix:.*app\.sock --workers 2/.test(c)), `an appserver child: ${cmdlines.join(' | ')}`);
+  assert.ok(tree.length >= 4, `proxy + appserver master + 2 workers, got ${tree.length}: ${cmdlines.join(' | ')}`);
+
+  up.kill('SIGINT');
+  const code = await withTimeout(up.exited, 60_000, '`gatewire up` did not exit on SIGINT');
+  assert.equal(code, 0, up.output().slice(-3000));
+  await waitGone(tree, 15_000);
+  assert.ok(!existsSync(sock), 'the socket file is removed');
+  assert.deepEqual(leftovers(dir), [], 'the runtime dir is removed');
+});
+
+test('a child dying takes the stack down: the rest stop gracefully, up exits non-zero and says why', { timeout: 180_000 }, async (t) => {
+  const { dir, cleanup } = tempDir('gw-up-');
+  t.after(cleanup);
+  const port = await freePort();
+  const up = startGatewire(['up', '--port', String(port), '--admin-port', '0'], { env: userEnv(dir) });
+  t.after(() => up.stop(2000));
+  await up.waitFor(/gatewire is up/, UP_TIMEOUT);
+  const tree = descendants(up.child.pid!);
+  const proxyPid = tree.find((p) => / proxy --config /.test(cmdlineOf(p)));
+  assert.ok(proxyPid, 'the proxy child');
+  process.kill(proxyPid, 'SIGKILL');
+  const code = await withTimeout(up.exited, 60_000, '`gatewire up` did not exit after its proxy died');
+  assert.equal(code, 1);
+  assert.match(up.output(), /proxy exited unexpectedly \(killed by SIGKILL\); stopping the rest/);
+  await waitGone(tree, 15_000);
+  assert.deepEqual(leftovers(dir), [], 'the runtime dir is removed');
+});
+
+test('up --config: the apps: section starts local appservers before the proxy; SIGTERM stops all', { timeout: 180_000 }, async (t) => {
+  const { dir, cleanup } = tempDir('gw-upc-');
+  t.after(cleanup);
+  const port = await freePort();
+  const adminPort = await freePort();
+  const sock = path.join(dir, 'hello.sock');
+  const file = path.join(dir, 'gatewire.yaml');
+  writeFileSync(
+    file,
+    `# a developer's whole stack in one file
+apps:
+  - name: hello
+    app: examples/hello.ts
+    listen: unix:${sock}
+    workers: 1
+    env:
+      GATEWIRE_LOG_LEVEL: warn
+listen: { host: 127.0.0.1, port: ${port} }
+admin: { host: 127.0.0.1, port: ${adminPort} }
+routes:
+  - match: { path_prefix: / }
+    upstream: hello
+upstreams:
+  hello:
+    protocol: gatewire
+    servers:
+      - address: unix:${sock}
+`,
+  );
+  const up = startGatewire(['up', '--config', file], { env: userEnv(dir) });
+  t.after(() => up.stop(2000));
+  await up.waitFor(new RegExp(`gatewire is up: open http://127\\.0\\.0\\.1:${port}/`), UP_TIMEOUT);
+  const tree = descendants(up.child.pid!);
+  const app = tree.find((p) => / serve examples\/hello\.ts --listen unix:/.test(cmdlineOf(p)));
+  assert.ok(app, `the appserver from apps[0]: ${tree.map(cmdlineOf).join(' | ')}`);
+  assert.equal(readFileSync(`/proc/${app}/environ`, 'utf8').split('\0').includes('GATEWIRE_LOG_LEVEL=warn'), true, 'apps[0].env reaches the appserver');
+  for (let i = 0; i < 10; i++) assert.equal((await getText(`http://127.0.0.1:${port}/`)).status, 200);
+
+  up.kill('SIGTERM');
+  assert.equal(await withTimeout(up.exited, 60_000, '`gatewire up` did not exit on SIGTERM'), 0, up.output().slice(-3000));
+  await waitGone(tree, 15_000);
+  assert.ok(!existsSync(sock), 'the appserver removed its socket');
+  assert.equal(alive(app), false);
+});
+
+test('up --config: a bad apps: entry is reported FILE:LINE:COL before anything starts', { timeout: 60_000 }, async (t) => {
+  const { dir, cleanup } = tempDir('gw-upc-');
+  t.after(cleanup);
+  const file = path.join(dir, 'bad.yaml');
+  writeFileSync(
+    file,
+    `apps:
+  - app: examples/hello.ts
+    listen: unix:${dir}/a.sock
+    workers: none
+routes:
+  - match: { path_prefix: / }
+    upstream: a
+upstreams:
+  a:
+    servers: [{ address: "unix:${dir}/a.sock" }]
+`,
+  );
+  const up = startGatewire(['up', '--config', file], { env: userEnv(dir) });
+  t.after(() => up.stop(2000));
+  assert.equal(await withTimeout(up.exited, 30_000, 'did not exit'), 1);
+  assert.match(up.output(), new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:4:14: apps\\[0\\]\\.workers: must be an integer >= 1`));
+  assert.doesNotMatch(up.output(), /gatewire is up/);
+  assert.deepEqual(leftovers(dir), ['bad.yaml'], 'nothing was started');
+});
