@@ -103,18 +103,21 @@ export async function runInProcess(opts: ServeOptions): Promise<number> {
   const addrs = opts.listen.map(parseListenAddress);
   const bound: string[] = [];
   const listeners: Server[] = [];
+  /** Only the socket files this process created are ever removed. */
+  const owned: typeof addrs = [];
   try {
     for (const addr of addrs) {
       const l = server.createListener();
       listeners.push(l);
       const port = await listenServer(l, addr);
+      owned.push(addr);
       applySocketMode(addr, opts.chmodSocket);
       bound.push(describeBound(addr, port));
     }
   } catch (err) {
     process.stderr.write(`gatewire serve: ${(err as Error).message}\n`);
     for (const l of listeners) l.close();
-    for (const a of addrs) removeSocketFile(a);
+    for (const a of owned) removeSocketFile(a);
     return 1;
   }
   const startedAt = new Date().toISOString();
@@ -138,14 +141,14 @@ export async function runInProcess(opts: ServeOptions): Promise<number> {
   const stop = (signal: string) => {
     if (stopping) {
       log.warn('second signal: exiting now');
-      for (const a of addrs) removeSocketFile(a);
+      for (const a of owned) removeSocketFile(a);
       process.exit(1);
     }
     stopping = true;
     log.info({ signal, inflight: server.counters.inflight }, 'stopping gracefully');
     server.stop(opts.gracefulTimeout * 1000).then(() => {
       stats?.close();
-      for (const a of addrs) removeSocketFile(a);
+      for (const a of owned) removeSocketFile(a);
       process.exit(0);
     });
   };
