@@ -10,8 +10,8 @@
 // back to 3 (hosts file + SIGHUP) must be followed without restarting the proxy;
 // `docker compose down` (SIGTERM to each tini) must stop everything with exit 0.
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { test } from 'node:test';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { type TestContext, test } from 'node:test';
 import YAML from 'yaml';
 import { composeConfig, publishedPorts } from './helpers/deploy-compose.ts';
 import { buildFlaskImage, type Container, LocalCompose } from './helpers/deploy-compose-local.ts';
@@ -28,13 +28,29 @@ const IPS: Record<string, (i: number) => string> = {
   proxy: (i) => `127.77.0.${30 + i}`,
 };
 
-async function get(url: string): Promise<{ status: number; body: string }> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(20_000) });
-  return { status: res.status, body: await res.text() };
+/**
+ * Mounts the proxy's config file and applies the one real override — Docker's DNS → our dnsmasq — plus
+ * the container view of addresses: 127.0.0.1 in the proxy container is that container's own address,
+ * and a unix: path is a path of the container's filesystem.
+ */
+function mountProxyConfig(compose: LocalCompose, dnsServer: string): void {
+  const mounts = compose.mountVolumes('proxy');
+  const configPath = Object.keys(mounts)[0];
+  const doc = YAML.parseDocument(readFileSync(mounts[configPath], 'utf8'));
+  doc.setIn(['resolver', 'servers'], [dnsServer]);
+  doc.setIn(['admin', 'host'], IPS.proxy(1));
+  const upstreams = doc.get('upstreams') as YAML.YAMLMap<YAML.Scalar<string>, YAML.YAMLMap>;
+  for (const u of upstreams.items) {
+    for (const server of (u.value!.get('servers') as YAML.YAMLSeq<YAML.YAMLMap>).items) {
+      const address = String(server.get('address'));
+      if (address.startsWith('unix:')) server.set('address', compose.containerPath('proxy', address));
+    }
+  }
+  writeFileSync(mounts[configPath], doc.toString());
 }
 
-test('compose stack: proxy → 3 DNS-discovered appserver replicas + Flask/uWSGI; scale up and down live; clean stop', { timeout: 420_000 }, async (t) => {
-  const { model } = await composeConfig();
+async function localStack(t: TestContext, files: string[]) {
+  const { model } = await composeConfig(files);
   const image = await buildImageTree();
   t.after(image.cleanup);
   const flaskImage = buildFlaskImage();
@@ -51,7 +67,16 @@ test('compose stack: proxy → 3 DNS-discovered appserver replicas + Flask/uWSGI
   t.after(async () => {
     for (const c of [...compose.containers].reverse()) await c.proc.stop(3000);
   });
+  return { model, compose };
+}
 
+async function get(url: string): Promise<{ status: number; body: string }> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(20_000) });
+  return { status: res.status, body: await res.text() };
+}
+
+test('compose stack: proxy → 3 DNS-discovered appserver replicas + Flask/uWSGI; scale up and down live; clean stop', { timeout: 420_000 }, async (t) => {
+  const { model, compose } = await localStack(t, ['docker-compose.yml']);
   const replicas = model.services.appserver.deploy!.replicas!;
   assert.equal(replicas, 3);
   const hostsFor = (apps: Container[], flask: Container) => [...apps.map((c) => `${c.ip} appserver`), `${flask.ip} flask`];
@@ -65,14 +90,7 @@ test('compose stack: proxy → 3 DNS-discovered appserver replicas + Flask/uWSGI
   const dns = await startDnsmasq(hostsFor(apps, flask));
   t.after(() => dns.stop());
 
-  // The mounted config, as is, plus the one override: Docker's DNS → our dnsmasq.
-  const mounts = compose.mountVolumes('proxy');
-  const configPath = Object.keys(mounts)[0];
-  const doc = YAML.parseDocument(readFileSync(mounts[configPath], 'utf8'));
-  doc.setIn(['resolver', 'servers'], [dns.server]);
-  // Inside the proxy container, its admin host 127.0.0.1 is the container's own loopback.
-  doc.setIn(['admin', 'host'], IPS.proxy(1));
-  writeFileSync(mounts[configPath], doc.toString());
+  mountProxyConfig(compose, dns.server);
   const proxy = compose.start('proxy', 1);
   await compose.waitHealthy(proxy);
   const published = publishedPorts(model.services.proxy)[0];
@@ -139,4 +157,37 @@ test('compose stack: proxy → 3 DNS-discovered appserver replicas + Flask/uWSGI
   // `docker compose down`: proxy first (it depends on the others), each SIGTERM to tini → exit 0.
   assert.equal(await compose.stop(proxy), 0, `proxy:\n${proxy.proc.output().slice(-2000)}`);
   for (const c of [...apps.slice(1), flask]) assert.equal(await compose.stop(c), 0, `${c.hostname}:\n${c.proc.output().slice(-2000)}`);
+});
+
+test('shared-volume Unix-socket variant: one appserver on a socket in the shared volume behind the proxy', { timeout: 300_000 }, async (t) => {
+  const { model, compose } = await localStack(t, ['docker-compose.yml', 'deploy/docker-compose.unix-socket.yml']);
+  assert.equal(model.services.appserver.deploy?.replicas, 1);
+  compose.mountVolumes('appserver');
+  const app = compose.start('appserver', 1);
+  const flask = compose.start('flask', 1);
+  await Promise.all([app, flask].map((c) => compose.waitHealthy(c)));
+  const dns = await startDnsmasq([`${flask.ip} flask`]);
+  t.after(() => dns.stop());
+  mountProxyConfig(compose, dns.server);
+  const proxy = compose.start('proxy', 1);
+  await compose.waitHealthy(proxy);
+  const base = `http://${proxy.ip}:${publishedPorts(model.services.proxy)[0].target}`;
+
+  const sock = compose.containerPath('appserver', '/run/gatewire/app.sock');
+  assert.ok(statSync(sock).isSocket(), 'the appserver listens on the socket in the shared volume');
+  assert.equal((statSync(sock).mode & 0o777).toString(8), '660', '--chmod-socket 660');
+  const workers = new Set<string>();
+  for (let i = 0; i < 20; i++) {
+    const r = await get(`${base}/pid`);
+    assert.equal(r.status, 200);
+    workers.add(r.body.trim());
+  }
+  assert.ok(descendants(app.proc.child.pid!).includes(Number([...workers][0])), 'served by the appserver container');
+  assert.equal((await get(`${base}/`)).body, 'Hello, world!\n');
+  assert.equal((await get(`${base}/flask/`)).body, 'hello from flask under uWSGI\n');
+
+  assert.equal(await compose.stop(proxy), 0, proxy.proc.output().slice(-2000));
+  assert.equal(await compose.stop(app), 0, app.proc.output().slice(-2000));
+  assert.equal(await compose.stop(flask), 0);
+  assert.ok(!existsSync(sock), 'the socket file is removed at exit');
 });

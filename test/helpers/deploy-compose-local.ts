@@ -124,12 +124,28 @@ export class LocalCompose {
     return { argv, mapped, env, cwd: image.tree.containerPath(workdir) };
   }
 
-  /** Copies the service's bind mounts into its image tree; returns container path → local copy. */
+  /**
+   * Copies the service's bind mounts into its image tree (returns container path → local copy) and
+   * creates the mount points of its named volumes. Containers of one image share one tree, so a
+   * named volume mounted at the same path by two services is shared, as in Docker.
+   */
   mountVolumes(service: string): Record<string, string> {
     const { svc, image } = this.image(service);
     const out: Record<string, string> = {};
     for (const m of bindMounts(svc)) out[m.target] = image.tree.mount(m.source, m.target);
+    for (const v of svc.volumes ?? []) {
+      const [source, target] = typeof v === 'string' ? v.split(':') : [v.source, v.target];
+      if (source && !path.isAbsolute(source) && target && this.model.volumes && source in this.model.volumes) {
+        mkdirSync(image.tree.containerPath(target), { recursive: true });
+      }
+    }
     return out;
+  }
+
+  /** A container path (or unix:PATH address) as seen from this machine. */
+  containerPath(service: string, p: string): string {
+    const { image } = this.image(service);
+    return p.startsWith('unix:') ? `unix:${image.tree.containerPath(p.slice(5))}` : image.tree.containerPath(p);
   }
 
   /** Starts replica `index` of `service` (what `docker compose up` does per container). */
