@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
+import YAML from 'yaml';
 import { alive, cmdlineOf, descendants, waitGone } from './helpers/deploy-proctree.ts';
 import { freePort, tempDir } from './helpers/net.ts';
 import { ROOT, startGatewire } from './helpers/procs.ts';
@@ -166,4 +167,29 @@ upstreams:
   assert.match(up.output(), new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:4:14: apps\\[0\\]\\.workers: must be an integer >= 1`));
   assert.doesNotMatch(up.output(), /gatewire is up/);
   assert.deepEqual(leftovers(dir), ['bad.yaml'], 'nothing was started');
+});
+
+test('deploy/gatewire.local.yaml (the documented dev stack: a Fetch app and an Express app) runs under up --config', { timeout: 180_000 }, async (t) => {
+  const { dir, cleanup } = tempDir('gw-upl-');
+  t.after(cleanup);
+  const port = await freePort();
+  const adminPort = await freePort();
+  // The shipped file, with its fixed port and socket paths moved out of the way of anything else running.
+  const doc = YAML.parseDocument(readFileSync(path.join(ROOT, 'deploy/gatewire.local.yaml'), 'utf8').replaceAll('/tmp/gatewire-', `${dir}/`));
+  doc.setIn(['listen', 'port'], port);
+  doc.setIn(['admin', 'port'], adminPort);
+  const file = path.join(dir, 'gatewire.local.yaml');
+  writeFileSync(file, doc.toString());
+  const up = startGatewire(['up', '--config', file], { env: userEnv(dir) });
+  t.after(() => up.stop(2000));
+  await up.waitFor(/gatewire is up/, UP_TIMEOUT);
+  assert.equal((await getText(`http://127.0.0.1:${port}/`)).body, 'Hello, world!\n');
+  assert.equal((await getText(`http://127.0.0.1:${port}/express/`)).body, 'Hello from Express\n');
+  const user = JSON.parse((await getText(`http://127.0.0.1:${port}/express/users/7?x=1`)).body);
+  assert.equal(user.id, '7');
+  const tree = descendants(up.child.pid!);
+  up.kill('SIGINT');
+  assert.equal(await withTimeout(up.exited, 60_000, '`gatewire up` did not exit on SIGINT'), 0, up.output().slice(-3000));
+  await waitGone(tree, 15_000);
+  assert.deepEqual(leftovers(dir).filter((n) => n.endsWith('.sock')), [], 'both sockets removed');
 });
