@@ -12,7 +12,9 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { dockerIgnored, lastOf, parseDockerfile, runCommands } from './helpers/deploy-dockerfile.ts';
 import { buildImageTree } from './helpers/deploy-image.ts';
-import { ROOT } from './helpers/procs.ts';
+import { freePort } from './helpers/net.ts';
+import { ROOT, startProcess } from './helpers/procs.ts';
+import { requireTool } from './helpers/tools.ts';
 
 const run = promisify(execFile);
 const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
@@ -115,4 +117,35 @@ test('`npm run build` (the Dockerfile step) yields a dist/ that runs with plain 
     },
   );
   assert.equal(probe, 1);
+});
+
+test('the image default (tini → gatewire up from dist/) serves, passes its HEALTHCHECK and stops with exit 0 on SIGTERM', { timeout: 240_000 }, async (t) => {
+  const image = await buildImageTree();
+  t.after(image.cleanup);
+  const entry = lastOf(runtime, 'ENTRYPOINT')!.json!;
+  const cmd = lastOf(runtime, 'CMD')!.json!;
+  assert.deepEqual(cmd.slice(0, 1), ['up']);
+  const port = await freePort();
+  const adminPort = await freePort();
+  // The container's own address (0.0.0.0) becomes loopback; ports move out of the way of anything else.
+  const argv = [...entry, ...cmd.map((a) => (a === '0.0.0.0' ? '127.0.0.1' : a)), '--port', String(port), '--admin-port', String(adminPort)];
+  const mapped = argv.map((a, i) =>
+    i === 0 ? requireTool('tini') : a === 'node' ? process.execPath : a.startsWith('/app/') ? image.containerPath(a) : a,
+  );
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: image.root, NODE_ENV: 'production', TMPDIR: image.root, TINI_SUBREAPER: '1' };
+  const proc = startProcess(mapped[0], mapped.slice(1), { cwd: image.app, env });
+  t.after(() => proc.stop(2000));
+  await proc.waitFor(new RegExp(`gatewire is up: open http://127\\.0\\.0\\.1:${port}/`), 90_000);
+  const res = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(20_000) });
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), 'Hello, world!\n');
+  assert.doesNotMatch(proc.output(), /examples\/hello\.ts/, 'the compiled example runs, not the TypeScript source');
+
+  const hc = JSON.parse(lastOf(runtime, 'HEALTHCHECK')!.raw.replace(/^CMD\s+/, '')) as string[];
+  const hcEnv = { ...env, GATEWIRE_HEALTHCHECK_URL: `http://127.0.0.1:${adminPort}/healthz` };
+  await run(process.execPath, hc.slice(1).map((a) => (a.startsWith('/app/') ? image.containerPath(a) : a)), { cwd: image.app, env: hcEnv, timeout: 30_000 });
+
+  proc.kill('SIGTERM');
+  const code = await Promise.race([proc.exited, new Promise((r) => setTimeout(() => r('timeout'), 60_000))]);
+  assert.equal(code, 0, proc.output().slice(-3000));
 });
