@@ -274,9 +274,10 @@ class Supervisor {
       }, STOP_TIMEOUT_MS);
       const how = await r.exited;
       clearTimeout(timer);
-      if (how.code !== 0) {
+      // Killed by the SIGTERM we sent is a clean stop too: a child stopped during its startup has no handler yet.
+      if (how.code !== 0 && how.signal !== 'SIGTERM') {
         clean = false;
-        if (!this.failed.has(r)) log(`${r.spec.name} stopped with ${describeExit(how)}`);
+        if (!this.failed.has(r)) log(`${r.spec.name} did not stop cleanly (${describeExit(how)})`);
       }
     }
     process.removeListener('exit', this.killAll);
