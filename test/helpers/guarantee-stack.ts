@@ -441,7 +441,15 @@ export interface RawResult {
 export function rawSession(
   port: number,
   script: (sock: net.Socket) => void | Promise<void>,
-  opts: { timeoutMs?: number; host?: string; localAddress?: string; until?: (data: Buffer) => boolean } = {},
+  opts: {
+    timeoutMs?: number;
+    host?: string;
+    localAddress?: string;
+    /** Stop reading (and close) once this returns true. */
+    until?: (data: Buffer) => boolean;
+    /** How to close when stopping while the peer has not closed (default destroy(); resetAndDestroy() sends RST). */
+    onStop?: (sock: net.Socket) => void;
+  } = {},
 ): Promise<RawResult> {
   const started = Date.now();
   return new Promise((resolve, reject) => {
@@ -453,7 +461,8 @@ export function rawSession(
       if (done) return;
       done = true;
       clearTimeout(timer);
-      sock.destroy();
+      if (ended === 'open' && opts.onStop) opts.onStop(sock);
+      else sock.destroy();
       resolve({ data: Buffer.concat(chunks, size), ended, ms: Date.now() - started });
     };
     const timer = setTimeout(() => finish('open'), opts.timeoutMs ?? 10000);
