@@ -265,7 +265,7 @@ export async function startGuardedProxy(t: TestContext, spec: ProxySpec, opts: {
   const proc =
     opts.fdLimit === undefined
       ? startProcess(process.execPath, nodeArgs, { cwd: ROOT })
-      : startProcess('sh', ['-c', `ulimit -n ${opts.fdLimit} && exec "$0" "$@"`, process.execPath, ...nodeArgs], { cwd: ROOT });
+      : startProcess('sh', ['-c', `${raiseFdLimit(opts.fdLimit)} && exec "$0" "$@"`, process.execPath, ...nodeArgs], { cwd: ROOT });
   t.after(() => proc.stop(5000));
   await proc.waitFor(/listening on/, 30000);
   const admin = `http://127.0.0.1:${adminPort}`;
@@ -286,6 +286,17 @@ export async function startGuardedProxy(t: TestContext, spec: ProxySpec, opts: {
       return JSON.parse(m[1]) as ProbeReport;
     },
   };
+}
+
+/** Shell words that raise the soft fd limit to `n`, or to the hard limit when that is lower. */
+export function raiseFdLimit(n: number): string {
+  return `{ ulimit -n ${n} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; }`;
+}
+
+/** The soft "Max open files" of a running process. */
+export function fdLimitOf(pid: number): number {
+  const m = /Max open files\s+(\d+)/.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'));
+  return m ? Number(m[1]) : 0;
 }
 
 /** RSS, peak RSS (VmHWM) and open fds of any process, from /proc. */
