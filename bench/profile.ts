@@ -32,7 +32,7 @@ for (const c of selectConfigurations(args.configs)) {
   const profDir = path.join(path.resolve(args.out!), `config-${c.id}-${Date.now()}`);
   mkdirSync(profDir, { recursive: true });
   const { dir, cleanup } = tempDir('gwp-');
-  const running = await c.start({ dir, group: 'rps', gatewireNodeFlags: ['--cpu-prof', `--cpu-prof-dir=${profDir}`] });
+  const running = await c.start({ dir, group: 'rps', nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${profDir}`] });
   const roles = new Map<number, string>();
   let wrkLine = '';
   try {

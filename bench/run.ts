@@ -128,6 +128,16 @@ interface Sample {
   values: Record<string, number>;
   errors: number;
   errorSamples: string[];
+  /** Per-process figures (JSON only): which process of a tier holds the memory. */
+  processes?: Record<string, Array<{ pid: number; comm: string; peakRssMiB: number; cpuSeconds: number }>>;
+}
+
+function perProcess(u: { proxy?: TierUsage; app: TierUsage }): Sample['processes'] {
+  const out: NonNullable<Sample['processes']> = {};
+  for (const [tier, usage] of Object.entries(u)) {
+    if (usage) out[tier] = usage.processes.map((p) => ({ pid: p.pid, comm: p.comm, peakRssMiB: Math.round((p.peakRssKb / 1024) * 10) / 10, cpuSeconds: p.cpuSeconds }));
+  }
+  return out;
 }
 
 let startLoad = '';
@@ -210,6 +220,7 @@ async function wrkScenario(s: Scenario, r: Running, set: Settings, dir: string):
     },
     errors: result.errors + (bad ? 1 : 0),
     errorSamples,
+    processes: perProcess(usage),
   };
 }
 
@@ -382,7 +393,7 @@ async function main(): Promise<void> {
     idleCount: quick ? 2000 : 10_000,
     bulkBytes: quick ? 64 * MIB : 1024 * MIB,
     postBytes: MIB,
-    calmMs: quick ? 0 : 2000,
+    calmMs: quick ? 0 : 1000,
     cpuProfDir: args['cpu-prof'] ? path.resolve(args['cpu-prof']) : undefined,
   };
   const only = args.only ? new Set(args.only.split(',').map((s) => s.trim())) : undefined;
@@ -433,7 +444,7 @@ async function runConfiguration(
     running = await c.start({
       dir,
       group,
-      gatewireNodeFlags: set.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${set.cpuProfDir}`] : undefined,
+      nodeFlags: set.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${set.cpuProfDir}`] : undefined,
     });
   } catch (err) {
     const msg = (err as Error).message.split('\n').slice(0, 6).join(' ⏎ ');

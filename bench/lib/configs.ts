@@ -15,8 +15,8 @@ export type Group = 'rps' | 'sse' | 'idle' | 'bulk';
 export interface StartOptions {
   dir: string;
   group: Group;
-  /** Extra node flags for gatewire processes (e.g. --cpu-prof). */
-  gatewireNodeFlags?: string[];
+  /** Extra node flags for every Node process of the configuration (e.g. --cpu-prof). */
+  nodeFlags?: string[];
 }
 
 export interface Running {
@@ -46,14 +46,14 @@ async function stopAll(procs: Proc[]): Promise<void> {
   for (const p of procs) await p.stop(5000);
 }
 
-function nodeApp(file: string, args: string[], env?: NodeJS.ProcessEnv): Proc {
-  return startProcess(NODE, ['--import', 'tsx', path.join(APPS, file), ...args], { cwd: ROOT, env: env ?? process.env });
+function nodeApp(o: StartOptions, file: string, args: string[]): Proc {
+  return startProcess(NODE, [...(o.nodeFlags ?? []), '--import', 'tsx', path.join(APPS, file), ...args], { cwd: ROOT });
 }
 
 function gatewire(args: string[], o: StartOptions): Proc {
   // Node flags on the command line, not NODE_OPTIONS (which refuses --cpu-prof);
   // forked workers inherit them through process.execArgv.
-  const nodeFlags = o.gatewireNodeFlags ?? [];
+  const nodeFlags = o.nodeFlags ?? [];
   return startProcess(NODE, [...nodeFlags, GATEWIRE_BIN, ...args], { cwd: ROOT });
 }
 
@@ -67,9 +67,9 @@ async function ready(proc: Proc, address: string, re = /listening/i): Promise<vo
   await waitForListen(address, 30_000);
 }
 
-async function nodeHttpApp(): Promise<{ proc: Proc; port: number }> {
+async function nodeHttpApp(o: StartOptions): Promise<{ proc: Proc; port: number }> {
   const port = await freePort();
-  const proc = nodeApp('node-http.ts', [`127.0.0.1:${port}`]);
+  const proc = nodeApp(o, 'node-http.ts', [`127.0.0.1:${port}`]);
   await ready(proc, `127.0.0.1:${port}`);
   return { proc, port };
 }
@@ -221,9 +221,9 @@ export const CONFIGURATIONS: Configuration[] = [
     id: '0',
     label: 'Fastify answering itself (no upstream)',
     workers: 'fastify: 1 process',
-    async start() {
+    async start(o) {
       const port = await freePort();
-      const proc = nodeApp('fastify-self.ts', [`127.0.0.1:${port}`]);
+      const proc = nodeApp(o, 'fastify-self.ts', [`127.0.0.1:${port}`]);
       await ready(proc, `127.0.0.1:${port}`);
       return running(port, { app: proc.child.pid! }, [proc]);
     },
@@ -232,8 +232,8 @@ export const CONFIGURATIONS: Configuration[] = [
     id: '1',
     label: 'node:http app, no proxy',
     workers: 'node:http: 1 process',
-    async start() {
-      const { proc, port } = await nodeHttpApp();
+    async start(o) {
+      const { proc, port } = await nodeHttpApp(o);
       return running(port, { app: proc.child.pid! }, [proc]);
     },
   },
@@ -267,12 +267,12 @@ export const CONFIGURATIONS: Configuration[] = [
     id: '3',
     label: 'fastify + @fastify/reply-from → node:http (HTTP/1.1 keep-alive)',
     workers: 'reply-from proxy: 1 process; node:http: 1 process',
-    start: () =>
+    start: (o) =>
       chain(
-        () => nodeHttpApp(),
+        () => nodeHttpApp(o),
         async (b) => {
           const port = await freePort();
-          const proc = nodeApp('reply-from-proxy.ts', [`127.0.0.1:${port}`, `http://127.0.0.1:${b.port}`]);
+          const proc = nodeApp(o, 'reply-from-proxy.ts', [`127.0.0.1:${port}`, `http://127.0.0.1:${b.port}`]);
           try {
             await ready(proc, `127.0.0.1:${port}`);
           } catch (err) {
@@ -289,7 +289,7 @@ export const CONFIGURATIONS: Configuration[] = [
     workers: 'nginx: master + 1 worker; node:http: 1 process',
     start: (o) =>
       chain(
-        () => nodeHttpApp(),
+        () => nodeHttpApp(o),
         (b) => startNginx(o, `server 127.0.0.1:${b.port};\n    keepalive 64;`, HTTP_LOCATION),
       ),
   },
