@@ -59,7 +59,10 @@ for (const c of selectConfigurations(args.configs)) {
   await new Promise((r) => setTimeout(r, 500));
   out.push(`## (${c.id}) ${c.label} — GET ${args.route}, ${args.seconds} s`, '', wrkLine, '');
   for (const file of readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile')).sort()) {
-    const pid = Number(file.split('.')[3]);
+    const [, , , pidText, tid] = file.split('.');
+    const pid = Number(pidText);
+    // Thread 1 is Node's module-loader hooks thread (tsx): startup only.
+    if (tid !== '0') continue;
     const role = roles.get(pid) ?? 'other';
     const summary = summarizeProfile(JSON.parse(readFileSync(path.join(profDir, file), 'utf8')) as CpuProfile, Number(args.top));
     if (summary.busyUs < 0.05 * summary.totalUs && role.includes('master')) {
@@ -79,6 +82,16 @@ for (const c of selectConfigurations(args.configs)) {
         ],
         summary.functions.map((f, i) => ({ id: String(i + 1), label: f.name, values: { pct: f.pct, where: f.where, area: f.area } })),
       ).replace('| configuration |', '| function |'),
+      '',
+    );
+    out.push(
+      markdownTable(
+        [
+          { key: 'pct', title: 'inclusive %', digits: 1 },
+          { key: 'where', title: 'where', numeric: false },
+        ],
+        summary.inclusive.map((f, i) => ({ id: String(i + 1), label: f.name, values: { pct: f.pct, where: f.where } })),
+      ).replace('| configuration |', '| function (this repo and npm packages) |'),
       '',
     );
     out.push(

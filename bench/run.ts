@@ -344,6 +344,16 @@ function pkgVersion(name: string): string {
   }
 }
 
+function gitRevision(): string {
+  try {
+    const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'proxy', 'appserver', 'protocol', 'bench'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    return dirty ? `${rev} + uncommitted changes in proxy/appserver/protocol/bench` : rev;
+  } catch {
+    return 'unknown';
+  }
+}
+
 function machine() {
   const cpus = os.cpus();
   return {
@@ -358,6 +368,7 @@ function machine() {
     nginx: toolVersion('nginx', ['-v']),
     uwsgi: toolVersion('uwsgi', ['--version']),
     wrk: toolVersion('wrk', ['-v']).replace(/ \[.*$/, ''),
+    revision: gitRevision(),
   };
 }
 
@@ -485,7 +496,7 @@ function buildReport(
   const m = machine();
   const out: string[] = [];
   const date = new Date().toISOString();
-  out.push(`# gatewire benchmark${set.quick ? ' (--quick)' : ''} — ${date}`, '');
+  out.push(`# gatewire benchmark${set.quick ? ' (--quick)' : ''} — ${date}, revision ${m.revision}`, '');
   out.push(
     `Machine: ${m.cpu}, **${m.cores} cores shared by the load generator, the proxy and the app**, ${m.memoryGiB} GiB, ${m.kernel}. ` +
       `Node ${m.node}, fastify ${m.fastify}, @fastify/reply-from ${m.replyFrom}, undici ${m.undici}; ${m.nginx}; uWSGI ${m.uwsgi}; ${m.wrk}.`,

@@ -32,6 +32,8 @@ export interface ProfileSummary {
   busyUs: number;
   functions: SelfTime[];
   areas: Array<{ area: string; us: number; pct: number }>;
+  /** Inclusive time (self + callees) of functions in this repo and in npm packages: which entry points cost. */
+  inclusive: SelfTime[];
 }
 
 const PSEUDO = new Set(['(idle)', '(program)', '(garbage collector)', '(root)']);
@@ -87,6 +89,28 @@ export function summarizeProfile(p: CpuProfile, top = 25): ProfileSummary {
     areas.set(area, (areas.get(area) ?? 0) + us);
   }
   const busy = total - idle;
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const incl = new Map<string, SelfTime>();
+  for (const [id, us] of selfUs) {
+    if (byId.get(id)!.callFrame.functionName === '(idle)') continue;
+    const seen = new Set<string>();
+    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+      const cf = byId.get(cur)!.callFrame;
+      const area = areaOf(cf.url, cf.functionName);
+      if (!cf.url || cf.url.startsWith('node:') || area === 'tsx') continue;
+      const name = cf.functionName || '(anonymous)';
+      const where = `${shortUrl(cf.url)}:${cf.lineNumber + 1}`;
+      const key = `${name}@${where}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const entry = incl.get(key) ?? { name, where, area, us: 0, pct: 0 };
+      entry.us += us;
+      incl.set(key, entry);
+    }
+  }
+  const inclusive = [...incl.values()].sort((a, b) => b.us - a.us).slice(0, top);
+  for (const f of inclusive) f.pct = busy > 0 ? (100 * f.us) / busy : 0;
   const functions = [...fn.values()].sort((a, b) => b.us - a.us).slice(0, top);
   for (const f of functions) f.pct = busy > 0 ? (100 * f.us) / busy : 0;
   return {
@@ -94,6 +118,7 @@ export function summarizeProfile(p: CpuProfile, top = 25): ProfileSummary {
     idleUs: idle,
     busyUs: busy,
     functions,
+    inclusive,
     areas: [...areas.entries()].map(([area, us]) => ({ area, us, pct: busy > 0 ? (100 * us) / busy : 0 })).sort((a, b) => b.us - a.us),
   };
 }
