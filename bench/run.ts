@@ -42,8 +42,8 @@ const RPS_COLUMNS: Column[] = [
   { key: 'errors', title: 'errors' },
   { key: 'proxyCpuUs', title: 'proxy CPU µs/req' },
   { key: 'appCpuUs', title: 'app CPU µs/req' },
-  { key: 'proxyRssMiB', title: 'proxy peak RSS MiB', digits: 1 },
-  { key: 'appRssMiB', title: 'app peak RSS MiB', digits: 1 },
+  { key: 'proxyRssMiB', title: 'proxy peak RSS MiB (per process)', digits: 1 },
+  { key: 'appRssMiB', title: 'app peak RSS MiB (per process)', digits: 1 },
   { key: 'foreignCores', title: 'other load (cores)', digits: 2 },
 ];
 
@@ -66,8 +66,8 @@ const SCENARIOS: Scenario[] = [
       { key: 'errors', title: 'errors' },
       { key: 'proxyCpuUs', title: 'proxy CPU µs/event', digits: 1 },
       { key: 'appCpuUs', title: 'app CPU µs/event', digits: 1 },
-      { key: 'proxyRssMiB', title: 'proxy peak RSS MiB', digits: 1 },
-      { key: 'appRssMiB', title: 'app peak RSS MiB', digits: 1 },
+      { key: 'proxyRssMiB', title: 'proxy peak RSS MiB (per process)', digits: 1 },
+      { key: 'appRssMiB', title: 'app peak RSS MiB (per process)', digits: 1 },
       { key: 'foreignCores', title: 'other load (cores)', digits: 2 },
     ],
   },
@@ -186,7 +186,7 @@ async function check(r: Running, method: string, urlPath: string, body: Buffer |
   }
 }
 
-async function wrkScenario(s: Scenario, r: Running, set: Settings, dir: string): Promise<Sample> {
+async function wrkScenario(s: Scenario, r: Running, set: Settings, dir: string, warm: boolean): Promise<Sample> {
   const route = s.id === 'hello' ? '/hello' : s.id === '64k' ? '/64k' : '/echo';
   const post = s.id === 'post';
   const script = post ? writePostScript(dir, set.postBytes) : undefined;
@@ -202,7 +202,7 @@ async function wrkScenario(s: Scenario, r: Running, set: Settings, dir: string):
   const url = `http://${r.host}:${r.port}${route}`;
   const timeoutS = post ? 10 : 5;
   if (set.calmMs > 0) await waitForCalm(set.calmMs);
-  if (set.warmS > 0) await runWrk({ url, connections: set.connections, durationS: set.warmS, script, timeoutS });
+  if (warm && set.warmS > 0) await runWrk({ url, connections: set.connections, durationS: set.warmS, script, timeoutS });
   const tiers = new Tiers(r);
   tiers.start();
   const { result, output } = await runWrk({ url, connections: set.connections, durationS: set.durationS, script, timeoutS });
@@ -247,6 +247,7 @@ async function sseScenario(r: Running, set: Settings): Promise<Sample> {
     },
     errors: res.errors,
     errorSamples: res.errorSamples,
+    processes: usage ? perProcess(usage) : undefined,
   };
 }
 
@@ -313,10 +314,11 @@ async function bulkScenario(r: Running, set: Settings): Promise<Sample> {
   return { values, errors, errorSamples };
 }
 
-function runScenario(s: Scenario, r: Running, set: Settings, dir: string): Promise<Sample> {
+function runScenario(s: Scenario, r: Running, set: Settings, dir: string, first: boolean): Promise<Sample> {
   switch (s.group) {
     case 'rps':
-      return wrkScenario(s, r, set, dir);
+      // --quick warms each configuration once (its first scenario) to stay under 2 minutes.
+      return wrkScenario(s, r, set, dir, first || !set.quick);
     case 'sse':
       return sseScenario(r, set);
     case 'idle':
@@ -396,7 +398,7 @@ async function main(): Promise<void> {
     quick,
     rounds: Number(args.rounds ?? (quick ? 1 : 3)),
     durationS: Number(args.duration ?? (quick ? 1 : 5)),
-    warmS: quick ? 0 : 1,
+    warmS: 1,
     connections: 64,
     sseStreams: 100,
     sseWarmMs: quick ? 500 : 1000,
@@ -467,10 +469,10 @@ async function runConfiguration(
     return;
   }
   try {
-    for (const s of groupScenarios) {
+    for (const [i, s] of groupScenarios.entries()) {
       let sample: Sample;
       try {
-        sample = await runScenario(s, running, set, dir);
+        sample = await runScenario(s, running, set, dir, i === 0);
       } catch (err) {
         sample = { values: {}, errors: 1, errorSamples: [(err as Error).message.split('\n')[0]!] };
       }
@@ -483,6 +485,21 @@ async function runConfiguration(
     await running.stop();
     cleanup();
   }
+}
+
+/**
+ * "188 = 72 + 104 + 12 esbuild": a multi-process tier's peak RSS, per process
+ * (medians over rounds, processes in pid order: the master first). Undefined for
+ * single-process tiers or when the process count changed between rounds.
+ */
+function rssSplit(list: Sample[], tier: string): string | undefined {
+  const runs = list.map((x) => x.processes?.[tier]).filter((p): p is NonNullable<typeof p> => !!p && p.length > 1);
+  if (runs.length === 0 || runs.some((r) => r.length !== runs[0]!.length)) return undefined;
+  const sorted = runs.map((r) => [...r].sort((a, b) => a.pid - b.pid));
+  const parts = sorted[0]!.map((p, i) => ({ comm: p.comm, mib: median(sorted.map((r) => r[i]!.peakRssMiB)) }));
+  const total = median(sorted.map((r) => r.reduce((acc, p) => acc + p.peakRssMiB, 0)));
+  const main = parts[0]!.comm;
+  return `${total.toFixed(0)} = ${parts.map((p) => `${p.mib.toFixed(0)}${p.comm === main ? '' : ` ${p.comm}`}`).join(' + ')}`;
 }
 
 function buildReport(
@@ -509,7 +526,7 @@ function buildReport(
   );
   const rounds = set.rounds;
   out.push(
-    `Method: \`wrk -t1 -c${set.connections} -d${set.durationS}s --latency\`${set.warmS ? ` after a ${set.warmS} s wrk warm-up` : ' (no warm-up beyond a check request: --quick)'}; ` +
+    `Method: \`wrk -t1 -c${set.connections} -d${set.durationS}s --latency\` after a ${set.warmS} s wrk warm-up${set.quick ? ' (--quick: before the first scenario of each configuration only)' : ''}; ` +
       `configurations interleaved A B C … over ${rounds} round${rounds > 1 ? 's' : ''} (idle and bulk: 1 round), medians shown; errors are summed over rounds. ` +
       'CPU µs/req = utime+stime of all the tier’s processes (from /proc, workers included) ÷ requests completed. Peak RSS = sum over the tier’s processes of VmHWM, reset before each measurement. ' +
       `×(3) and ×(6) = the row’s headline figure ÷ configuration 3’s (fastify + reply-from) and 6’s (nginx → uWSGI). ` +
@@ -551,6 +568,10 @@ function buildReport(
       const med = medians.get(c.id)!;
       const errors = sum(list.map((x) => x.errors));
       const values: TableRow['values'] = { ...med, errors, ratio3: ratio(med[s.primary], ref3), ratio6: ratio(med[s.primary], ref6) };
+      for (const tier of ['proxy', 'app']) {
+        const split = rssSplit(list, tier);
+        if (split) values[`${tier}RssMiB`] = split;
+      }
       const failed = failures.get(c.id);
       if (list.length === 0) {
         values.errors = failed ? 'did not start' : 'not run';
