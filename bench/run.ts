@@ -502,6 +502,28 @@ function rssSplit(list: Sample[], tier: string): string | undefined {
   return `${total.toFixed(0)} = ${parts.map((p) => `${p.mib.toFixed(0)}${p.comm === main ? '' : ` ${p.comm}`}`).join(' + ')}`;
 }
 
+/** The issue's targets, checked on the medians of this run: one line each, "met" or "NOT met" with the figures. */
+function barCheck(scenarios: Record<string, { rows: Array<{ id: string; median: Record<string, number> }> }>): string[] {
+  const lines: string[] = [];
+  const get = (sc: string, id: string, k: string) => scenarios[sc]?.rows.find((r) => r.id === id)?.median[k];
+  const verdict = (ok: boolean) => (ok ? 'met' : '**NOT met**');
+  for (const sc of ['hello', '64k', 'post']) {
+    if (!scenarios[sc]) continue;
+    const g = get(sc, '2', 'rps');
+    const r = (id: string) => ratio(g, get(sc, id, 'rps'));
+    if (Number.isFinite(r('3'))) {
+      const p99g = get(sc, '2', 'p99Ms');
+      const p99p = get(sc, '3', 'p99Ms');
+      lines.push(`${sc}: (2) ÷ (3) = ${r('3').toFixed(2)}× (target ≥ 2×: ${verdict(r('3') >= 2)}); p99 ${p99g?.toFixed(1)} vs ${p99p?.toFixed(1)} ms (target below: ${verdict((p99g ?? Infinity) < (p99p ?? 0))})`);
+    }
+    if (sc === 'hello' && Number.isFinite(r('0'))) lines.push(`hello: (2) ÷ (0) = ${r('0').toFixed(2)}× (target ≥ 0.75×: ${verdict(r('0') >= 0.75)})`);
+    if (Number.isFinite(r('6'))) lines.push(`${sc}: (2) ÷ (6) = ${r('6').toFixed(2)}× (target ≥ 0.6×: ${verdict(r('6') >= 0.6)})`);
+    const five = ratio(get(sc, '5', 'rps'), get(sc, '6', 'rps'));
+    if (Number.isFinite(five)) lines.push(`${sc}: (5) ÷ (6) = ${five.toFixed(2)}× (target ≥ 1×: ${verdict(five >= 1)})`);
+  }
+  return lines;
+}
+
 function buildReport(
   scenarios: Scenario[],
   configs: Configuration[],
@@ -591,6 +613,11 @@ function buildReport(
       out.push('');
     }
     (json.scenarios as Record<string, unknown>)[s.id] = { title: s.title, primary: s.primary, rows: jsonRows };
+  }
+  const bar = barCheck(json.scenarios as Record<string, { rows: Array<{ id: string; median: Record<string, number> }> }>);
+  if (bar.length) {
+    out.push('## Against the bar of the bench issue', '', ...bar.map((b) => `- ${b}`), '');
+    json.bar = bar;
   }
   out.push(`Total time: ${((Date.now() - started) / 1000).toFixed(0)} s.`, '');
   return { markdown: out.join('\n'), json: JSON.parse(JSON.stringify(json, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v))) };
