@@ -64,6 +64,7 @@ function describe(cause: unknown): string {
 export const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
   404: 'Not Found',
+  408: 'Request Timeout',
   411: 'Length Required',
   413: 'Content Too Large',
   431: 'Request Header Fields Too Large',

@@ -270,6 +270,9 @@ export class ProxyServer {
       headersTimeout: limits.header_timeout_ms,
       requestTimeout: 0,
       keepAliveTimeout: limits.keepalive_timeout_ms,
+      // Node enforces headersTimeout only when this sweep runs (default every 30 s): a
+      // header_timeout below that would not be honoured (slowloris held for 30 s).
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(limits.header_timeout_ms / 4))),
     };
     const tls = config.listen.tls ? { cert: readFileSync(config.listen.tls.cert), key: readFileSync(config.listen.tls.key) } : null;
     const app = (Fastify as unknown as (o: object) => FastifyInstance)({
@@ -280,6 +283,7 @@ export class ProxyServer {
         return typeof id === 'string' && id.length > 0 && id.length <= 200 ? id : randomUUID();
       },
       return503OnClosing: true,
+      clientErrorHandler: onClientError,
       http2: config.listen.http2 as false,
       serverFactory: (handler: http.RequestListener) => {
         let server: http.Server;
@@ -539,6 +543,29 @@ function hostnameOf(host: string): string {
   }
   const colon = host.indexOf(':');
   return (colon < 0 ? host : host.slice(0, colon)).toLowerCase();
+}
+
+const CLIENT_ERROR_STATUS: Record<string, number> = {
+  ERR_HTTP_REQUEST_TIMEOUT: 408,
+  HPE_HEADER_OVERFLOW: 431,
+};
+
+/**
+ * Fastify's default answers a client error (bad request line, head over the limit, head not
+ * complete within header_timeout) with a JSON body; ours get the same short text as every other
+ * error. As Node's own handler does, nothing is written once a response on this connection has
+ * started (the bytes would corrupt it); the connection is closed either way.
+ */
+function onClientError(err: NodeJS.ErrnoException, socket: net.Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const inFlight = (socket as net.Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (socket.writable && (inFlight == null || !inFlight.headersSent)) {
+    const status = CLIENT_ERROR_STATUS[err.code ?? ''] ?? 400;
+    const text = STATUS_TEXT[status] ?? http.STATUS_CODES[status] ?? '';
+    const body = `${status} ${text}\n`;
+    socket.write(`HTTP/1.1 ${status} ${text}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy();
 }
 
 function sendShort(reply: FastifyReply, status: number): FastifyReply {

@@ -57,8 +57,11 @@ test('slowloris: a client dribbling its headers is closed at header_timeout, and
     assert.ok(r.ms < 8000, `closed after ${r.ms} ms; header_timeout is 2 s`);
     const p = parseResponses(r.data);
     assert.equal(p.malformed, null);
-    // either closed silently or told 408; never served
-    for (const res of p.responses) assert.equal(res.status, 408);
+    // either closed silently or told 408 (the short text body of every error); never served
+    for (const res of p.responses) {
+      assert.equal(res.status, 408);
+      assert.equal(res.body.toString(), '408 Request Timeout\n');
+    }
   }
   const dbg = await getJson<Debug>(`${proxy.url}/debug`);
   assert.equal(dbg.requests, honest.length, 'no dribbled request reached the app');
@@ -94,6 +97,7 @@ test('a request head over max_header_size gets 431, and the proxy keeps serving'
     const p = parseResponses(r.data);
     assert.equal(p.malformed, null);
     assert.equal(p.responses[0]?.status, 431, r.data.toString().slice(0, 200));
+    assert.equal(p.responses[0]?.body.toString(), '431 Request Header Fields Too Large\n', 'the short text body, not JSON');
     assert.notEqual(r.ended, 'open', 'the connection is closed after a 431');
   }
   const ok = await rawRequest(proxy.port, `GET /hello HTTP/1.1\r\nHost: x\r\nX-Fits: ${'v'.repeat(8000)}\r\n\r\n`, { until: untilResponses(1) });
