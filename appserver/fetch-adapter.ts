@@ -6,6 +6,7 @@ import { httpHeadersFromVars } from '../protocol/uwsgi.ts';
 import type { Vars } from '../protocol/vars.ts';
 import type { FetchHandler, ServeInfo } from './app.ts';
 import { type AppExchange, bodyless } from './exchange.ts';
+import { LightRequest } from './fetch-request.ts';
 import type { RequestScope } from './scope.ts';
 
 const BODY_HIGH_WATER_MARK = 64 * 1024;
@@ -59,22 +60,12 @@ function requestBody(scope: RequestScope): ReadableStream<Uint8Array> {
 
 function toRequest(scope: RequestScope): Request | null {
   const { head, ex } = scope;
-  const raw = httpHeadersFromVars(ex.vars);
-  const pairs: [string, string][] = new Array(raw.length >> 1);
-  for (let i = 0, j = 0; i < raw.length; i += 2, j++) pairs[j] = [raw[i], raw[i + 1]];
   const method = head.method;
   const hasBody = method !== 'GET' && method !== 'HEAD' && head.contentLength !== 0;
   // Bodyless requests still have a readable side to drain so the exchange can close.
   if (!hasBody) ex.resume();
   try {
-    return new Request(`${head.scheme}://${head.host}${head.target === '*' ? '/' : head.target}`, {
-      method,
-      headers: pairs,
-      body: hasBody ? requestBody(scope) : null,
-      signal: scope.signal,
-      // @ts-expect-error: duplex is required by undici for streaming bodies but missing from lib.dom's RequestInit
-      duplex: 'half',
-    });
+    return new LightRequest(scope, httpHeadersFromVars(ex.vars), hasBody ? requestBody : null) as unknown as Request;
   } catch (err) {
     scope.limits.log.warn({ err: (err as Error).message, method, url: head.target }, 'request cannot be mapped to a Fetch Request: 400');
     return null;
