@@ -295,6 +295,9 @@ export class ProxyServer {
         else server = http.createServer(serverOpts, handler);
         server.keepAliveTimeout = limits.keepalive_timeout_ms;
         server.headersTimeout = limits.header_timeout_ms;
+        // Node keeps only the first 2000 raw header entries and drops the rest without a word;
+        // max_header_size already bounds the head in bytes (431 past it), so no count limit.
+        server.maxHeadersCount = 0;
         if (limits.max_connections > 0) server.maxConnections = limits.max_connections;
         server.on('connection', (sock: net.Socket) => {
           this.openConnections++;
