@@ -198,7 +198,8 @@ export class Dispatcher {
       return;
     }
     ctx.method = opts.method;
-    ctx.path = opts.path;
+    // ctx.path was set by server.ts from the raw request target; opts.path is reply-from's
+    // URL-normalised rebuild of a fixed source and is ignored
     ctx.headers = opts.headers as Record<string, string | string[] | undefined>;
     const body = opts.body as Readable | null | undefined;
     ctx.body = body != null && typeof (body as Readable).pipe === 'function' ? body : null;

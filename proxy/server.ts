@@ -20,6 +20,7 @@ import replyFrom from '@fastify/reply-from';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import pino, { type Logger } from 'pino';
 import type { ProxyConfig, UpstreamConfig } from './config.ts';
+import { climbsAboveRoot } from './request-target.ts';
 import { Dispatcher, kProxyRequest, ProxyRequest, type UpstreamRuntime } from './dispatcher.ts';
 import { BodyTooLargeError, STATUS_TEXT, type UpstreamError } from './errors.ts';
 import { HealthChecker } from './healthchecks.ts';
@@ -337,6 +338,8 @@ export class ProxyServer {
       rewriteHeaders: rewriteResponseHeaders,
       onError: onUpstreamError,
       onResponse: onUpstreamResponse,
+      // the query travels in ctx.path, untouched
+      queryString: noQueryString,
     };
     const handler = (request: FastifyRequest, reply: FastifyReply) => this.handle(request, reply, replyOpts);
     app.all('/', handler);
@@ -355,6 +358,11 @@ export class ProxyServer {
     if (url.charCodeAt(0) !== 47) return sendShort(reply, 400);
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
+    // The target goes upstream exactly as sent (never normalised) and routing sees that same raw
+    // path, so a route and the app behind it always agree on what was asked. Only a path that
+    // climbs above the root is refused, as NGINX does: no client means it, and it aims at apps
+    // that join the path to a directory.
+    if (climbsAboveRoot(path)) return sendShort(reply, 400);
     const hostHeader = raw.headers.host ?? (raw.headers[':authority'] as string | undefined) ?? '';
     const hostname = hostnameOf(hostHeader);
     const gen = this.gen;
@@ -395,17 +403,14 @@ export class ProxyServer {
       // chunked upload: enforce max_body while it streams
       request.body = (request.body as Readable).pipe(new BodyLimit(maxBody));
     }
-    let source = path;
     if (route.strip) {
-      source = path.slice(route.prefix.length);
-      if (source.charCodeAt(0) !== 47) source = `/${source}`;
-    }
-    try {
-      return reply.from(source, replyOpts);
-    } catch (err) {
-      // reply-from rejects malformed escapes and dot-segment traversal synchronously
-      return sendShort(reply, (err as { statusCode?: number }).statusCode === 400 || err instanceof URIError ? 400 : 500);
-    }
+      // on the raw target: the query string stays as sent
+      const rest = url.slice(route.prefix.length);
+      ctx.path = rest.charCodeAt(0) === 47 ? rest : `/${rest}`;
+    } else ctx.path = url;
+    // reply-from would rebuild the target through the WHATWG URL parser (dot segments resolved,
+    // `\` turned into `/`, escapes refused): it gets a fixed source and the transports read ctx.path.
+    return reply.from('/', replyOpts);
   }
 
   private rewriteRequestHeaders(request: FastifyRequest, headers: Record<string | symbol, unknown>): Record<string | symbol, unknown> {
@@ -537,6 +542,10 @@ function onClientResponseClose(this: ServerResponse): void {
   const res = this as ServerResponse & Record<symbol, unknown>;
   const proxy = res[kProxy] as ProxyServer;
   proxy.finish(this, res[kProxyRequest] as ProxyRequest);
+}
+
+function noQueryString(): string {
+  return '';
 }
 
 function hostnameOf(host: string): string {

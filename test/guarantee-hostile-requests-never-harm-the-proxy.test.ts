@@ -196,11 +196,18 @@ const PATHS = [
   '/a?b=../c&d=%00',
   "/~user/!$&'()*+,;=:@",
   '/x/.%2e/y',
+  '/..\\windows\\win.ini',
+  '/static/..%2f..%2fetc/passwd',
 ];
 
-test('non-normalised paths and path traversal reach the app exactly as sent (REQUEST_URI byte for byte)', { timeout: 60000 }, async (t) => {
+// Paths that climb above the root are the one exception: refused with 400 as NGINX does (no client
+// means them; they aim at apps that join the path to a directory) — refused, never rewritten.
+const ABOVE_ROOT = new Set(['/../etc/passwd', '/%2e%2e/%2e%2e/etc/passwd', '/a/b/../../../x', '/..\\windows\\win.ini', '/static/..%2f..%2fetc/passwd']);
+
+test('non-normalised paths and path traversal reach the app exactly as sent (REQUEST_URI byte for byte); above-root traversal is a 400', { timeout: 60000 }, async (t) => {
   const a = await startApp(t, 'A');
   const proxy = await startGuardedProxy(t, { upstreams: { app: { servers: [a.address] } } });
+  const before = await getJson<Debug>(`${proxy.url}/debug`);
   const wrong: string[] = [];
   for (const target of PATHS) {
     const sep = target.includes('?') ? '&' : '?';
@@ -209,6 +216,10 @@ test('non-normalised paths and path traversal reach the app exactly as sent (REQ
     const p = parseResponses(r.data);
     assert.equal(p.malformed, null);
     const res = p.responses[0];
+    if (ABOVE_ROOT.has(target)) {
+      if (res?.status !== 400 || res.body.toString() !== '400 Bad Request\n') wrong.push(`${sent} → ${res?.status ?? r.ended}, expected 400 (above the root)`);
+      continue;
+    }
     if (res?.status !== 200) {
       wrong.push(`${sent} → ${res?.status ?? r.ended} ${res?.body.toString().trim() ?? ''}`);
       continue;
@@ -217,4 +228,36 @@ test('non-normalised paths and path traversal reach the app exactly as sent (REQ
     if (seen.uri !== sent) wrong.push(`${sent} → the app saw ${seen.uri}`);
   }
   assert.deepEqual(wrong, [], `paths rewritten or refused on the way:\n${wrong.join('\n')}`);
+  const after = await getJson<Debug>(`${proxy.url}/debug`);
+  assert.equal(after.requests - before.requests, PATHS.length - ABOVE_ROOT.size, 'no above-root path reached the app');
+});
+
+test('routing sees the raw path the app sees: a route and the app behind it never disagree (strip_prefix on the raw target too)', { timeout: 60000 }, async (t) => {
+  const a = await startApp(t, 'A');
+  const b = await startApp(t, 'B');
+  const proxy = await startGuardedProxy(t, {
+    routes: [
+      { match: { path_prefix: '/public' }, upstream: 'pub' },
+      { match: { path_prefix: '/stripped' }, upstream: 'pub', strip_prefix: true },
+      { match: { path_prefix: '/' }, upstream: 'rest' },
+    ],
+    upstreams: { pub: { servers: [a.address] }, rest: { servers: [b.address] } },
+  });
+  const cases: Array<[string, string, string]> = [
+    // [sent, the app that must answer, the REQUEST_URI it must see]
+    // `\` is no segment boundary for a prefix: `/public\..` is not under /public
+    ['/public\\..\\admin?inspect=1', 'B', '/public\\..\\admin?inspect=1'],
+    ['/public/%2e%2e/admin?inspect=1', 'A', '/public/%2e%2e/admin?inspect=1'],
+    ['/public/../admin?inspect=1', 'A', '/public/../admin?inspect=1'],
+    ['/admin/../public?inspect=1', 'B', '/admin/../public?inspect=1'],
+    ['/stripped/a/../b?x=/../y&inspect=1', 'A', '/a/../b?x=/../y&inspect=1'],
+    ['/stripped?inspect=1', 'A', '/?inspect=1'],
+  ];
+  for (const [sent, name, uri] of cases) {
+    const r = await rawRequest(proxy.port, `GET ${sent} HTTP/1.1\r\nHost: x\r\n\r\n`, { timeoutMs: 10000, until: untilResponses(1) });
+    const res = parseResponses(r.data).responses[0];
+    assert.equal(res?.status, 200, `${sent}: ${r.data.toString('latin1').slice(0, 200)}`);
+    const seen = JSON.parse(res.body.toString()) as { name: string; uri: string };
+    assert.deepEqual([seen.name, seen.uri], [name, uri], sent);
+  }
 });
