@@ -53,6 +53,8 @@ export class HttpTransport implements Transport {
         bodyTimeout: req.readTimeoutMs,
         signal: ac.signal,
       });
+      // never an unhandled 'error' before the consumer listens (it would take the proxy down)
+      res.body.on('error', noop);
       return { statusCode: res.statusCode, headers: res.headers as Record<string, string | string[]>, body: res.body };
     } catch (err) {
       throw mapUndiciError(err, req);
@@ -73,6 +75,8 @@ export class HttpTransport implements Transport {
     await Promise.all(pools.map((p) => (force ? p.destroy() : p.close()).catch(() => {})));
   }
 }
+
+function noop(): void {}
 
 function mapUndiciError(err: unknown, req: TransportRequest): UpstreamError {
   const code = (err as NodeJS.ErrnoException).code;

@@ -100,6 +100,8 @@ class UwsgiExchange implements HttpResponseHandler, Timed {
   private socket: net.Socket | null = null;
   private parser: HttpResponseParser;
   private body: Readable | null = null;
+  /** The response whose head was parsed in the push in progress; handed over once that push ended cleanly. */
+  private head: TransportResponse | null = null;
   private lastActivity = Date.now();
   private lastProgress = -1;
   private settled = false;
@@ -183,6 +185,21 @@ class UwsgiExchange implements HttpResponseHandler, Timed {
   private onData(chunk: Buffer): void {
     this.lastActivity = Date.now();
     const err = this.parser.push(chunk);
+    // A response is handed over only after the packet that carried its head was parsed to the
+    // end: a body already malformed in that packet (a bad chunk size right after the head) is a
+    // clean 502 instead of a response that breaks once it was handed out.
+    const head = this.head;
+    if (head !== null) {
+      this.head = null;
+      if (err === null) {
+        this.settled = true;
+        this.resolve(head);
+        return;
+      }
+      this.onParseError(err);
+      head.body.destroy();
+      return;
+    }
     if (err !== null) this.onParseError(err);
   }
 
@@ -232,9 +249,11 @@ class UwsgiExchange implements HttpResponseHandler, Timed {
         cb(err);
       },
     });
+    // an error between the hand-over and the consumer's listeners must never be an unhandled
+    // 'error' (it would take the whole proxy down); the consumer still sees it through destroy()
+    body.on('error', noop);
     this.body = body;
-    this.settled = true;
-    this.resolve({ statusCode: status, headers, body });
+    this.head = { statusCode: status, headers, body };
   }
 
   onBody(chunk: Buffer): void {
