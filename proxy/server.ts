@@ -327,7 +327,14 @@ export class ProxyServer {
     });
 
     app.setErrorHandler((err: Error & { statusCode?: number }, request, reply) => {
-      const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+      // the upstream's body broke before the client head went out: an upstream fault like any other
+      // (NGINX: "upstream sent invalid chunked response" → 502), whatever the stream's own error says
+      const status =
+        (err as Error & Record<symbol, unknown>)[kUpstreamBodyError] === true
+          ? 502
+          : err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500
+            ? err.statusCode
+            : 500;
       if (status >= 500) request.log.error({ err }, 'request failed');
       sendShort(reply, status);
     });
@@ -593,7 +600,15 @@ function rewriteResponseHeaders(headers: Record<string, unknown>, request: Fasti
   return headers;
 }
 
+const kUpstreamBodyError = Symbol('gatewire.upstreamBodyError');
+
+/** Registered before Fastify's own listener, so the error is marked when the error handler sees it. */
+function markUpstreamBodyError(err: Error): void {
+  if (err !== null && typeof err === 'object') (err as Error & Record<symbol, unknown>)[kUpstreamBodyError] = true;
+}
+
 function onUpstreamResponse(request: FastifyRequest, reply: FastifyReply, res: { stream: Readable; headers: Record<string, unknown> }): void {
+  res.stream.on('error', markUpstreamBodyError);
   reply.send(res.stream);
   // Fastify writes the head with the first body chunk; an event stream may stay silent for
   // a long time, so its head goes out now.
