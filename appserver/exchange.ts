@@ -11,6 +11,8 @@ export interface AppExchange extends Duplex {
   readonly headersSent: boolean;
   /** headers: flat [name, value, ...], lower-case names, repeats (set-cookie) as repeated pairs. */
   respond(status: number, headers: Vars, opts?: { endStream?: boolean }): void;
+  /** Optional: head, a whole body and the end in one write (what respond() + end(body) do, cheaper). */
+  respondWhole?(status: number, headers: Vars, body: Uint8Array): void;
   /** Abort the exchange (stream RESET / connection close): the client sees a truncated response, never a clean short one. */
   reset(code?: number): void;
 }

@@ -108,10 +108,41 @@ function asBytes(chunk: unknown): Uint8Array {
   throw new TypeError(`response body chunk is ${typeof chunk}, expected Uint8Array`);
 }
 
+// undici keeps what a Response was made from (string, bytes) beside its
+// stream, under a private Symbol(state). Reading it lets a body that is
+// already whole go out in one write with its Content-Length, without a stream
+// reader and its promise turns per request (@hono/node-server reads the same
+// field). If a Node release renames it, STATE is undefined and every body
+// takes the streaming path: slower, not wrong.
+const STATE = Reflect.ownKeys(new Response(null)).find((k): k is symbol => typeof k === 'symbol' && k.description === 'state');
+
+/** The whole body of a Response made from a string or bytes that nobody has read; undefined otherwise. */
+function wholeBody(res: Response): Uint8Array | undefined {
+  if (STATE === undefined) return undefined;
+  const body = (res as unknown as Record<symbol, { body?: { source?: unknown; stream?: ReadableStream } | null } | undefined>)[STATE]?.body;
+  if (body === null || body === undefined) return undefined;
+  const source = body.source;
+  if (typeof source !== 'string' && !(source instanceof Uint8Array)) return undefined;
+  if (body.stream?.locked !== false || res.bodyUsed) return undefined;
+  return typeof source === 'string' ? Buffer.from(source) : source;
+}
+
 async function sendResponse(scope: RequestScope, res: Response): Promise<void> {
   const ex = scope.ex;
   const status = res.status;
   const headers = responseHeaders(res);
+  const whole = wholeBody(res);
+  if (whole !== undefined && !bodyless(scope.head.method, status)) {
+    if (!hasHeader(headers, 'content-length')) headers.push('content-length', String(whole.byteLength));
+    scope.headSent();
+    if (ex.respondWhole) ex.respondWhole(status, headers, whole);
+    else {
+      ex.respond(status, headers);
+      ex.end(whole);
+    }
+    scope.discardBody();
+    return;
+  }
   const body = res.body;
   if (body === null || bodyless(scope.head.method, status)) {
     if (body !== null) body.cancel().catch(() => {});
