@@ -446,6 +446,9 @@ export class HttpResponseParser {
       rawHeaders.push(name, value);
     }
     if (status === 0) status = location ? 302 : 200; // CGI without Status
+    // Both framings at once (RFC 9112 §6.3 "ought to be handled as an error"): whichever one a
+    // proxy trusts, a client trusting the other reads a different message; undici refuses it too.
+    if (transferEncoding && contentLength >= 0) return this.bad('INVALID_CONTENT_LENGTH', 'Content-Length together with Transfer-Encoding');
 
     if (status < 200 && status !== 101) return true; // interim response: the final head follows
     this.statusCode = status;

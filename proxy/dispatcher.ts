@@ -137,6 +137,11 @@ export class ProxyRequest implements TransportRequest, SelectionContext {
       res.body.destroy();
       return;
     }
+    // Defence in depth (the parsers already refuse both framings at once): a body the transport
+    // de-chunked is re-framed for the client, so an upstream Content-Length says nothing about it
+    // and, forwarded, would let surplus bytes spill into the client's next response.
+    const headers = res.headers;
+    if (headers['transfer-encoding'] !== undefined && headers['content-length'] !== undefined) delete headers['content-length'];
     cb(null, res);
   }
 

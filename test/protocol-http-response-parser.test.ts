@@ -84,10 +84,18 @@ test('chunked body with extensions and trailers is de-chunked', () => {
   assert.equal(r.parser.framing, 'chunked');
 });
 
-test('Transfer-Encoding chunked wins over Content-Length', () => {
-  const r = parse('HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n');
-  assert.equal(r.body, 'x');
-  assert.equal(r.ends, 1);
+test('Content-Length together with Transfer-Encoding is refused, in either order, whatever the coding (RFC 9112 §6.3)', () => {
+  for (const input of [
+    'HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5\r\npwned\r\n0\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: gzip\r\n\r\nzz',
+    'Status: 200 OK\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+  ]) {
+    const r = parseEverySplit(input);
+    assert.equal(r.err?.kind, 'INVALID_CONTENT_LENGTH', JSON.stringify(input));
+    assert.deepEqual(r.heads, [], 'no head is handed out');
+    assert.equal(r.body, '');
+  }
 });
 
 test('no Content-Length and no chunking: the body ends at connection close', () => {
