@@ -283,7 +283,9 @@ export class ProxyServer {
         const id = req.headers['x-request-id'];
         return typeof id === 'string' && id.length > 0 && id.length <= 200 ? id : randomUUID();
       },
-      return503OnClosing: true,
+      // a request on a connection already accepted is served during a graceful stop, as NGINX does;
+      // handle() answers it with `connection: close` and finish() ends the connection after it
+      return503OnClosing: false,
       clientErrorHandler: onClientError,
       http2: config.listen.http2 as false,
       serverFactory: (handler: http.RequestListener) => {
