@@ -10,7 +10,7 @@
 // their last exchange ended. An upstream whose config did not change keeps its
 // runtime (pool state, health and warm connections) across the reload.
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
@@ -538,6 +538,7 @@ export class ProxyServer {
         ...r.pool.snapshot(),
         inflight: r.inflight,
       })),
+      process: processStatus(),
     };
   }
 
@@ -545,6 +546,24 @@ export class ProxyServer {
     this.closing = true;
     await this.app.close();
   }
+}
+
+/**
+ * What a leak looks like from outside, without a debugger (watched by `npm run soak`): live handles by
+ * type (sockets, timers...), heap in use, RSS and open file descriptors (null where /proc is absent).
+ */
+function processStatus(): { handles: Record<string, number>; heapUsed: number; rss: number; fds: number | null } {
+  const handles: Record<string, number> = {};
+  for (const type of process.getActiveResourcesInfo()) handles[type] = (handles[type] ?? 0) + 1;
+  const mem = process.memoryUsage();
+  let fds: number | null = null;
+  try {
+    // minus the descriptor readdir itself opens for the listing
+    fds = readdirSync('/proc/self/fd').length - 1;
+  } catch {
+    fds = null;
+  }
+  return { handles, heapUsed: mem.heapUsed, rss: mem.rss, fds };
 }
 
 function onClientResponseClose(this: ServerResponse): void {

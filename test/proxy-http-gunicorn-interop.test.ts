@@ -48,4 +48,10 @@ test('proxy forwards HTTP/1.1 to node:http and keeps connections alive', { timeo
   const status = await call(`${proxy.admin}/status`);
   const host = status.json<{ upstreams: Array<{ hosts: Array<{ requests: number }> }> }>().upstreams[0].hosts[0];
   assert.equal(host.requests, 20);
+  // what an operator watches for leaks: handles by type, heap, RSS, open fds
+  const proc = status.json<{ process: { handles: Record<string, number>; heapUsed: number; rss: number; fds: number } }>().process;
+  assert.ok(proc.handles.TCPServerWrap >= 2, `listener and admin server among the handles: ${JSON.stringify(proc.handles)}`);
+  assert.ok(proc.handles.TCPSocketWrap >= 1, `the upstream keep-alive connections: ${JSON.stringify(proc.handles)}`);
+  assert.ok(proc.heapUsed > 0 && proc.rss >= proc.heapUsed, JSON.stringify(proc));
+  assert.ok(proc.fds >= 4, `open fds: ${proc.fds}`);
 });
