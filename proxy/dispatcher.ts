@@ -61,6 +61,8 @@ export class ProxyRequest implements TransportRequest, SelectionContext {
   /** ms from dispatch to the response head of the last attempt; -1 if none. */
   upstreamMs = -1;
   statusCode = 0;
+  /** The upstream response (head and body stream) was handed to reply-from. */
+  responded = false;
   /** Address of the last host tried (access log). */
   hostAddress = '';
   routeLabel = '';
@@ -142,6 +144,7 @@ export class ProxyRequest implements TransportRequest, SelectionContext {
     // and, forwarded, would let surplus bytes spill into the client's next response.
     const headers = res.headers;
     if (headers['transfer-encoding'] !== undefined && headers['content-length'] !== undefined) delete headers['content-length'];
+    this.responded = true;
     cb(null, res);
   }
 

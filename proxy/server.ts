@@ -331,12 +331,17 @@ export class ProxyServer {
     app.setErrorHandler((err: Error & { statusCode?: number }, request, reply) => {
       // the upstream's body broke before the client head went out: an upstream fault like any other
       // (NGINX: "upstream sent invalid chunked response" → 502), whatever the stream's own error says
+      // (the only error that reaches this handler once the upstream response was handed over is its
+      // body stream's; a mapped status such as 504 for a silent body keeps its meaning)
+      const code = err.statusCode;
       const status =
-        (err as Error & Record<symbol, unknown>)[kUpstreamBodyError] === true
-          ? 502
-          : err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500
-            ? err.statusCode
-            : 500;
+        code !== undefined && MAPPED.has(code)
+          ? code
+          : request.gw?.responded === true
+            ? 502
+            : code !== undefined && code >= 400 && code < 500
+              ? code
+              : 500;
       if (status >= 500) request.log.error({ err }, 'request failed');
       sendShort(reply, status);
     });
@@ -621,15 +626,7 @@ function rewriteResponseHeaders(headers: Record<string, unknown>, request: Fasti
   return headers;
 }
 
-const kUpstreamBodyError = Symbol('gatewire.upstreamBodyError');
-
-/** Registered before Fastify's own listener, so the error is marked when the error handler sees it. */
-function markUpstreamBodyError(err: Error): void {
-  if (err !== null && typeof err === 'object') (err as Error & Record<symbol, unknown>)[kUpstreamBodyError] = true;
-}
-
 function onUpstreamResponse(request: FastifyRequest, reply: FastifyReply, res: { stream: Readable; headers: Record<string, unknown> }): void {
-  res.stream.on('error', markUpstreamBodyError);
   reply.send(res.stream);
   // Fastify writes the head with the first body chunk; an event stream may stay silent for
   // a long time, so its head goes out now.
