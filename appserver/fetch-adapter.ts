@@ -7,6 +7,7 @@ import type { Vars } from '../protocol/vars.ts';
 import type { FetchHandler, ServeInfo } from './app.ts';
 import { type AppExchange, bodyless } from './exchange.ts';
 import { LightRequest } from './fetch-request.ts';
+import type { ResponseParts } from './fetch-response.ts';
 import type { RequestScope } from './scope.ts';
 
 const BODY_HIGH_WATER_MARK = 64 * 1024;
@@ -127,20 +128,45 @@ function wholeBody(res: Response): Uint8Array | undefined {
   return typeof source === 'string' ? Buffer.from(source) : source;
 }
 
+/** Head, whole body and end at once, with a Content-Length. */
+function sendWhole(scope: RequestScope, status: number, headers: Vars, body: Uint8Array): void {
+  const ex = scope.ex;
+  if (!hasHeader(headers, 'content-length')) headers.push('content-length', String(body.byteLength));
+  scope.headSent();
+  if (ex.respondWhole) ex.respondWhole(status, headers, body);
+  else {
+    ex.respond(status, headers);
+    ex.end(body);
+  }
+  scope.discardBody();
+}
+
+/** A LightResponse the app never read back: its parts go out as given, undici never involved. */
+function sendParts(scope: RequestScope, parts: ResponseParts): void {
+  const status = parts.status;
+  const headers = parts.headers.slice();
+  if (parts.body !== null && !bodyless(scope.head.method, status)) {
+    sendWhole(scope, status, headers, typeof parts.body === 'string' ? Buffer.from(parts.body) : parts.body);
+    return;
+  }
+  if (parts.body === null && !bodyless(scope.head.method, status) && !hasHeader(headers, 'content-length')) headers.push('content-length', '0');
+  scope.headSent();
+  scope.ex.respond(status, headers, { endStream: true });
+  scope.discardBody();
+}
+
 async function sendResponse(scope: RequestScope, res: Response): Promise<void> {
+  const parts = (res as { lightParts?: ResponseParts | null }).lightParts;
+  if (parts) {
+    sendParts(scope, parts);
+    return;
+  }
   const ex = scope.ex;
   const status = res.status;
   const headers = responseHeaders(res);
   const whole = wholeBody(res);
   if (whole !== undefined && !bodyless(scope.head.method, status)) {
-    if (!hasHeader(headers, 'content-length')) headers.push('content-length', String(whole.byteLength));
-    scope.headSent();
-    if (ex.respondWhole) ex.respondWhole(status, headers, whole);
-    else {
-      ex.respond(status, headers);
-      ex.end(whole);
-    }
-    scope.discardBody();
+    sendWhole(scope, status, headers, whole);
     return;
   }
   const body = res.body;

@@ -2,6 +2,7 @@
 // and the in-process mode (--workers 0: this process binds and serves).
 import type { Server } from 'node:net';
 import { AppLoadError, type LoadedApp, loadApp } from './app.ts';
+import { installLightResponse } from './fetch-response.ts';
 import { applySocketMode, describeBound, listenServer, parseListenAddress, removeSocketFile } from './listen.ts';
 import { createLogger, type Logger } from './log.ts';
 import type { ServeOptions } from './options.ts';
@@ -22,6 +23,8 @@ function send(msg: FromWorker): void {
 }
 
 async function load(opts: ServeOptions, log: Logger): Promise<LoadedApp | null> {
+  // Before the app's module runs, so that its `new Response(...)` is the light one.
+  installLightResponse();
   try {
     return await loadApp(opts.app, opts.interface);
   } catch (err) {

@@ -1,0 +1,180 @@
+// The Response class a Fetch app sees in an appserver process: undici's,
+// built lazily.
+//
+// Why: Node 20's `new Response('Hello')` builds a web ReadableStream for the
+// body (made transferable, with its controller and state), WebIDL-converts
+// the init and fills a Headers list — about 13 % of the appserver's CPU on a
+// hello request, for a body the appserver then sends as bytes. A
+// LightResponse made from a string, bytes or null with a plain-object init
+// keeps its status, headers and body as given; the appserver sends them as
+// they are, and undici's Response is built only if the app itself reads the
+// response back (headers, body, clone(), text(), ...). Anything else (a
+// stream, a Blob, a Headers object, an init undici would convert or reject)
+// builds undici's Response at once, so errors are thrown where they were.
+// The same idea as @hono/node-server's global Response.
+//
+// It passes for a Response: `instanceof Response` holds for it and for
+// undici's own Responses (fetch() results), the statics (json, redirect,
+// error) are undici's, and undici's internal fields are forwarded to the
+// materialized Response so undici functions accept it.
+// Set GATEWIRE_LIGHT_RESPONSE=0 to keep undici's Response untouched.
+import type { Vars } from '../protocol/vars.ts';
+
+const NativeResponse = globalThis.Response;
+const INTERNAL_KEYS = Reflect.ownKeys(new NativeResponse(null)).filter((k): k is symbol => typeof k === 'symbol');
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Values undici would reject or rewrite (trim): those take the eager path. */
+const UNPLAIN_VALUE = /[\0\r\n]|[^\0-\xff]|^[\t ]|[\t ]$/;
+const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
+/** Statuses whose response must have a null body (undici's nullBodyStatus). */
+const NULL_BODY_STATUS = new Set([101, 204, 205, 304]);
+const TEXT_PLAIN = 'text/plain;charset=UTF-8';
+
+/** What the appserver sends for a LightResponse that was never materialized. */
+export interface ResponseParts {
+  status: number;
+  /** Flat [name, value, ...], lower-case names. */
+  headers: Vars;
+  body: string | Uint8Array | null;
+}
+
+type Init = { status?: unknown; statusText?: unknown; headers?: unknown } | undefined;
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+/** The parts of `new Response(body, init)` when undici would accept them unchanged; null otherwise. */
+function plainParts(body: unknown, init: Init): (ResponseParts & { statusText: string }) | null {
+  if (body === undefined) body = null;
+  if (body !== null && typeof body !== 'string' && !(body instanceof Uint8Array)) return null;
+  let status = 200;
+  let statusText = '';
+  const headers: Vars = [];
+  if (init !== undefined) {
+    if (!isPlainObject(init)) return null;
+    if (init.status !== undefined) {
+      if (typeof init.status !== 'number' || !Number.isInteger(init.status) || init.status < 200 || init.status > 599) return null;
+      status = init.status;
+    }
+    if (init.statusText !== undefined) {
+      if (typeof init.statusText !== 'string' || !REASON_PHRASE.test(init.statusText)) return null;
+      statusText = init.statusText;
+    }
+    const h = init.headers;
+    if (h !== undefined) {
+      if (!isPlainObject(h)) return null;
+      for (const name of Object.keys(h)) {
+        const value = h[name];
+        if (typeof value !== 'string' || !TOKEN.test(name) || UNPLAIN_VALUE.test(value)) return null;
+        const lower = name.toLowerCase();
+        // Two spellings of one name are combined by Headers: leave that to undici.
+        for (let i = 0; i < headers.length; i += 2) if (headers[i] === lower) return null;
+        headers.push(lower, value);
+      }
+    }
+  }
+  if (body !== null && NULL_BODY_STATUS.has(status)) return null;
+  if (typeof body === 'string') {
+    let typed = false;
+    for (let i = 0; i < headers.length; i += 2) if (headers[i] === 'content-type') typed = true;
+    if (!typed) headers.push('content-type', TEXT_PLAIN);
+  }
+  return { status, statusText, headers, body: body as string | Uint8Array | null };
+}
+
+export class LightResponse {
+  /** Set while the response is light; null once undici's Response exists. */
+  private parts: (ResponseParts & { statusText: string }) | null;
+  private real: Response | null;
+
+  constructor(body?: unknown, init?: ResponseInit) {
+    const parts = plainParts(body, init as Init);
+    this.parts = parts;
+    this.real = parts === null ? new NativeResponse(body as BodyInit | null | undefined, init) : null;
+  }
+
+  /** The parts to send, or null if the app has turned this into undici's Response (or it always was one). */
+  get lightParts(): ResponseParts | null {
+    return this.parts;
+  }
+
+  get status(): number {
+    return this.parts !== null ? this.parts.status : this.real!.status;
+  }
+
+  get ok(): boolean {
+    const s = this.status;
+    return s >= 200 && s <= 299;
+  }
+
+  get statusText(): string {
+    return this.parts !== null ? this.parts.statusText : this.real!.statusText;
+  }
+
+  /** undici's Response, built once from the same parts. */
+  materialize(): Response {
+    const p = this.parts;
+    if (p !== null) {
+      const pairs: [string, string][] = [];
+      for (let i = 0; i < p.headers.length; i += 2) pairs.push([p.headers[i], p.headers[i + 1]]);
+      this.real = new NativeResponse(p.body as BodyInit | null, { status: p.status, statusText: p.statusText, headers: pairs });
+      this.parts = null;
+    }
+    return this.real!;
+  }
+}
+
+// undici's own Responses (fetch() results, Response.json()) are Responses too;
+// an app's subclass of Response keeps the ordinary instanceof.
+Object.defineProperty(LightResponse, Symbol.hasInstance, {
+  value: function hasInstance(this: unknown, value: unknown): boolean {
+    if (this === LightResponse) return value instanceof NativeResponse;
+    return Function.prototype[Symbol.hasInstance].call(this, value);
+  },
+});
+
+// Every other member (headers, body, clone(), text(), ...) and undici's internal
+// fields are answered by the materialized Response.
+const proto = LightResponse.prototype as unknown as Record<PropertyKey, unknown>;
+for (const name of Object.getOwnPropertyNames(NativeResponse.prototype)) {
+  if (name === 'constructor' || Object.hasOwn(proto, name)) continue;
+  const d = Object.getOwnPropertyDescriptor(NativeResponse.prototype, name)!;
+  if (typeof d.value === 'function') {
+    Object.defineProperty(proto, name, {
+      value(this: LightResponse, ...args: unknown[]) {
+        const real = this.materialize() as unknown as Record<string, (...a: unknown[]) => unknown>;
+        return real[name](...args);
+      },
+      writable: true,
+      configurable: true,
+    });
+  } else if (d.get) {
+    Object.defineProperty(proto, name, {
+      get(this: LightResponse) {
+        return (this.materialize() as unknown as Record<string, unknown>)[name];
+      },
+      configurable: true,
+    });
+  }
+}
+for (const key of INTERNAL_KEYS) {
+  Object.defineProperty(proto, key, {
+    get(this: LightResponse) {
+      return (this.materialize() as unknown as Record<symbol, unknown>)[key];
+    },
+    configurable: true,
+  });
+}
+Object.setPrototypeOf(LightResponse.prototype, NativeResponse.prototype);
+// Response.json(), Response.redirect(), Response.error() stay undici's.
+Object.setPrototypeOf(LightResponse, NativeResponse);
+
+/** Makes LightResponse the process's global Response (before the app is loaded), unless GATEWIRE_LIGHT_RESPONSE=0. */
+export function installLightResponse(): void {
+  if (process.env.GATEWIRE_LIGHT_RESPONSE === '0') return;
+  Object.defineProperty(globalThis, 'Response', { value: LightResponse, writable: true, configurable: true, enumerable: false });
+}
