@@ -250,17 +250,21 @@ export function runFetch(scope: RequestScope, handler: FetchHandler): void {
     scope.appFailed(err);
     return;
   }
-  const onResult = (res: unknown) => {
-    if (scope.cut || scope.ex.destroyed) return;
-    if (!isResponse(res)) {
-      scope.appFailed(new TypeError(`the fetch handler returned ${res === null ? 'null' : typeof res}, not a Response`));
-      return;
-    }
-    sendResponse(scope, res);
-  };
   if (typeof (result as { then?: unknown } | null)?.then === 'function') {
-    (result as Promise<Response>).then(onResult, (err) => {
-      if (!scope.cut) scope.appFailed(err);
-    });
-  } else onResult(result);
+    (result as Promise<Response>).then(
+      (res) => deliver(scope, res),
+      (err) => {
+        if (!scope.cut) scope.appFailed(err);
+      },
+    );
+  } else deliver(scope, result);
+}
+
+function deliver(scope: RequestScope, res: unknown): void {
+  if (scope.cut || scope.ex.destroyed) return;
+  if (!isResponse(res)) {
+    scope.appFailed(new TypeError(`the fetch handler returned ${res === null ? 'null' : typeof res}, not a Response`));
+    return;
+  }
+  sendResponse(scope, res);
 }

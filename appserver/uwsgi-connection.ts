@@ -153,7 +153,7 @@ export function serveUwsgiConnection(socket: Socket, head: Buffer, ctx: UwsgiCon
   const decoder = new UwsgiRequestDecoder(
     {
       onRequest(vars) {
-        socket.setTimeout(0);
+        if (socket.timeout) socket.setTimeout(0);
         ex = new UwsgiExchange(socket, vars);
         ctx.dispatch(ex);
       },
@@ -184,9 +184,6 @@ export function serveUwsgiConnection(socket: Socket, head: Buffer, ctx: UwsgiCon
     if (ex && !ex.destroyed) ex.destroy(err);
     socket.destroy();
   };
-  socket.setTimeout(ctx.headerTimeoutMs, () => {
-    if (ex === null) fail(protocolError('TIMEOUT', 'timed out waiting for the uwsgi request'));
-  });
   socket.on('data', onData);
   socket.on('end', () => {
     // The front half-closed before the whole request arrived: nothing to answer.
@@ -204,4 +201,10 @@ export function serveUwsgiConnection(socket: Socket, head: Buffer, ctx: UwsgiCon
   });
   socket.on('error', () => {});
   if (head.length > 0) onData(head);
+  // Usually the whole request came with the first bytes: no timer to arm and disarm.
+  if (ex === null && !socket.destroyed) {
+    socket.setTimeout(ctx.headerTimeoutMs, () => {
+      if (ex === null) fail(protocolError('TIMEOUT', 'timed out waiting for the uwsgi request'));
+    });
+  }
 }
