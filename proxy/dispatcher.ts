@@ -38,7 +38,8 @@ export interface DispatchOptions {
   headers: Record<string | symbol, unknown>;
   body?: unknown;
 }
-export type DispatchCallback = (err: Error | null, res?: { statusCode: number; headers: Record<string, string | string[]>; body: Readable }) => void;
+/** `body` is a Buffer when the whole body had already arrived (see ProxyRequest.wholeBody). */
+export type DispatchCallback = (err: Error | null, res?: { statusCode: number; headers: Record<string, string | string[]>; body: Readable | Buffer }) => void;
 
 const MAX_REFUSED_RETRIES = 8;
 
@@ -66,6 +67,8 @@ export class ProxyRequest implements TransportRequest, SelectionContext {
   /** Address of the last host tried (access log). */
   hostAddress = '';
   routeLabel = '';
+  /** Fastify's request id (access log). */
+  requestId = '';
   startedAt = 0;
   bytesOutMark = 0;
   bytesInMark = 0;
@@ -145,7 +148,29 @@ export class ProxyRequest implements TransportRequest, SelectionContext {
     const headers = res.headers;
     if (headers['transfer-encoding'] !== undefined && headers['content-length'] !== undefined) delete headers['content-length'];
     this.responded = true;
+    const whole = this.wholeBody(res);
+    if (whole !== null) {
+      // the body already arrived whole: Fastify sends head and body in one write, no stream pipe
+      cb(null, { statusCode: res.statusCode, headers, body: whole });
+      return;
+    }
     cb(null, res);
+  }
+
+  /**
+   * The complete body as one buffer when the transport has it and Fastify would send it exactly as
+   * the stream: a body the upstream framed with a matching Content-Length and typed (Fastify types
+   * an untyped buffer), not HEAD/204/304 (their framing headers describe no body here).
+   */
+  private wholeBody(res: TransportResponse): Buffer | null {
+    if (res.takeWholeBody === undefined || this.aborted || this.res.destroyed) return null;
+    const status = res.statusCode;
+    if (status < 200 || status === 204 || status === 304 || this.method === 'HEAD') return null;
+    const headers = res.headers;
+    const cl = headers['content-length'];
+    if (typeof cl !== 'string' || headers['content-type'] === undefined) return null;
+    const length = Number(cl);
+    return Number.isSafeInteger(length) && length >= 0 ? res.takeWholeBody(length) : null;
   }
 
   private onError(host: Host, err: UpstreamError): void {

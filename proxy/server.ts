@@ -405,6 +405,7 @@ export class ProxyServer {
     );
     request.gw = ctx;
     ctx.routeLabel = route.label;
+    ctx.requestId = request.id;
     ctx.startedAt = performance.now();
     ctx.clientSocket = socket;
     ctx.bytesOutMark = socket.bytesWritten;
@@ -474,7 +475,8 @@ export class ProxyServer {
     if (this.accessLog) {
       this.log.info(
         {
-          reqId: res.getHeader('x-request-id'),
+          // a head Fastify wrote in one writeHead() (a whole body, an error) leaves getHeader() empty
+          reqId: res.getHeader('x-request-id') ?? ctx.requestId,
           method: ctx.method,
           path: ctx.url,
           status,

@@ -202,6 +202,24 @@ export class GatewireTransport implements Transport {
   }
 }
 
+/** Larger complete bodies still stream (they are few, and a copy of them would cost more than it saves). */
+const WHOLE_BODY_MAX = 256 * 1024;
+const EMPTY_BODY = Buffer.alloc(0);
+
+/** A response head; with takeWholeBody for a body that arrived in the same read as the head. */
+class GatewireResponse implements TransportResponse {
+  constructor(
+    readonly statusCode: number,
+    readonly headers: Record<string, string | string[]>,
+    readonly body: GatewireStream,
+    private readonly exchange: Exchange,
+  ) {}
+
+  takeWholeBody(expectedLength: number): Buffer | null {
+    return this.exchange.takeWholeBody(expectedLength);
+  }
+}
+
 const PHASE_QUEUED = 0;
 const PHASE_HEAD = 1;
 const PHASE_BODY = 2;
@@ -268,7 +286,21 @@ class Exchange implements Timed {
     if (this.phase !== PHASE_HEAD) return;
     this.phase = PHASE_BODY;
     this.lastActivity = Date.now();
-    this.resolve({ statusCode: status, headers: headersFromVars(headers), body: this.stream as GatewireStream });
+    this.resolve(new GatewireResponse(status, headersFromVars(headers), this.stream as GatewireStream, this));
+  }
+
+  /**
+   * The body when it is complete: END_STREAM received, the stream closed both ways, nothing read
+   * yet, exactly `expectedLength` bytes buffered. The exchange is then over.
+   */
+  takeWholeBody(expectedLength: number): Buffer | null {
+    const stream = this.stream;
+    if (this.phase !== PHASE_BODY || stream === null || !stream._remoteEnded || !stream._wireClosed || stream.destroyed) return null;
+    if (stream.readableFlowing !== null || stream.readableLength !== expectedLength || expectedLength > WHOLE_BODY_MAX) return null;
+    // read() hands over everything buffered (and lets the stream end and close on its own)
+    const body = stream.read() as Buffer | null;
+    this.done();
+    return body ?? EMPTY_BODY;
   }
 
   onStreamError(err: Error): void {

@@ -38,6 +38,13 @@ export interface TransportResponse {
   statusCode: number;
   headers: Record<string, string | string[]>;
   body: Readable;
+  /**
+   * Optional: when the whole body has already arrived and is exactly `expectedLength` bytes, returns
+   * it and the exchange is over (`body` must not be used any more); otherwise null and the body
+   * streams as usual. A small response then reaches the client as one buffer, without a stream
+   * pipe and its end-of-stream listeners on both sides (most of a small proxied request's cost).
+   */
+  takeWholeBody?(expectedLength: number): Buffer | null;
 }
 
 export interface Transport {
