@@ -401,12 +401,12 @@ async function main(): Promise<void> {
     warmS: 1,
     connections: 64,
     sseStreams: 100,
-    sseWarmMs: quick ? 500 : 1000,
+    sseWarmMs: 500,
     sseMs: quick ? 1500 : 2000,
     idleCount: quick ? 2000 : 10_000,
     bulkBytes: quick ? 64 * MIB : 1024 * MIB,
     postBytes: MIB,
-    calmMs: quick ? 0 : 1000,
+    calmMs: quick ? 0 : 500,
     cpuProfDir: args['cpu-prof'] ? path.resolve(args['cpu-prof']) : undefined,
   };
   const only = args.only ? new Set(args.only.split(',').map((s) => s.trim())) : undefined;
