@@ -27,6 +27,41 @@ export interface ServerCounters {
 
 function noop(): void {}
 
+// Per-connection state and handlers live on the socket and at module level:
+// uwsgi classic opens a connection per request, so a closure here is a
+// per-request allocation.
+const kServer = Symbol('gatewire.server');
+const kHead = Symbol('gatewire.firstBytes');
+type AcceptedSocket = Socket & { [kServer]: AppServer; [kHead]: Buffer | null };
+
+function onAcceptedClose(this: AcceptedSocket): void {
+  this[kServer]._socketClosed(this);
+}
+
+function protocolUnknown(socket: AcceptedSocket): boolean {
+  const head = socket[kHead];
+  return head === null || detectProtocol(head) === 'need-more';
+}
+
+function onFirstBytes(this: AcceptedSocket, chunk: Buffer): void {
+  const prev = this[kHead];
+  const head = prev === null ? chunk : Buffer.concat([prev, chunk]);
+  this[kHead] = head;
+  const kind = detectProtocol(head);
+  if (kind === 'need-more') return;
+  this.off('data', onFirstBytes);
+  this.setTimeout(0);
+  this[kServer]._route(this, kind, head);
+}
+
+function onFirstBytesTimeout(this: AcceptedSocket): void {
+  if (protocolUnknown(this)) this.destroy();
+}
+
+function onEndBeforeProtocol(this: AcceptedSocket): void {
+  if (protocolUnknown(this)) this.destroy();
+}
+
 export class AppServer {
   readonly app: LoadedApp;
   readonly log: Logger;
@@ -81,29 +116,27 @@ export class AppServer {
     }
     this.sockets.add(socket);
     this.counters.connections++;
-    socket.once('close', () => {
-      this.sockets.delete(socket);
-      this.counters.connections--;
-      this.checkIdle();
-    });
+    const s = socket as AcceptedSocket;
+    s[kServer] = this;
+    s[kHead] = null;
+    socket.once('close', onAcceptedClose);
     socket.on('error', noop);
-    let head: Buffer | null = null;
-    const onFirstBytes = (chunk: Buffer) => {
-      head = head === null ? chunk : Buffer.concat([head, chunk]);
-      const kind = detectProtocol(head);
-      if (kind === 'need-more') return;
-      socket.off('data', onFirstBytes);
-      socket.setTimeout(0);
-      if (kind === 'native') this.startSession(socket, head);
-      else serveUwsgiConnection(socket, head, this.uwsgiCtx);
-    };
-    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => {
-      if (head === null || detectProtocol(head) === 'need-more') socket.destroy();
-    });
+    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, onFirstBytesTimeout);
     socket.on('data', onFirstBytes);
-    socket.once('end', () => {
-      if (head === null || detectProtocol(head) === 'need-more') socket.destroy();
-    });
+    socket.once('end', onEndBeforeProtocol);
+  }
+
+  /** @internal the protocol of `socket` is known from `head` (its first bytes). */
+  _route(socket: Socket, kind: 'native' | 'uwsgi', head: Buffer): void {
+    if (kind === 'native') this.startSession(socket, head);
+    else serveUwsgiConnection(socket, head, this.uwsgiCtx);
+  }
+
+  /** @internal */
+  _socketClosed(socket: Socket): void {
+    this.sockets.delete(socket);
+    this.counters.connections--;
+    this.checkIdle();
   }
 
   private startSession(socket: Socket, head: Buffer): void {

@@ -5,7 +5,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { type ProtocolError, protocolError } from '../protocol/errors.ts';
-import { UwsgiRequestDecoder } from '../protocol/uwsgi.ts';
+import { UwsgiRequestDecoder, type UwsgiRequestHandler } from '../protocol/uwsgi.ts';
 import type { Vars } from '../protocol/vars.ts';
 import type { AppExchange } from './exchange.ts';
 
@@ -147,64 +147,106 @@ function simpleResponse(status: number, text: string): string {
   return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`;
 }
 
-/** Reads one uwsgi request from `socket` (whose first bytes, `head`, were already read for protocol detection). */
-export function serveUwsgiConnection(socket: Socket, head: Buffer, ctx: UwsgiContext): void {
-  let ex: UwsgiExchange | null = null;
-  const decoder = new UwsgiRequestDecoder(
-    {
-      onRequest(vars) {
-        if (socket.timeout) socket.setTimeout(0);
-        ex = new UwsgiExchange(socket, vars);
-        ctx.dispatch(ex);
-      },
-      onBody(chunk) {
-        ex!.pushBody(chunk);
-      },
-      onEnd() {
-        ex!.push(null);
-      },
-    },
-    { maxBody: ctx.maxBody },
-  );
-  const onData = (chunk: Buffer) => {
-    if (ex?.finished) return; // response complete: the rest of the body is dropped
-    const err = decoder.push(chunk);
-    if (err) fail(err);
-  };
-  const fail = (err: ProtocolError) => {
-    socket.off('data', onData);
+const kConn = Symbol('gatewire.uwsgiConnection');
+type ConnSocket = Socket & { [kConn]: UwsgiConnection };
+
+/**
+ * One uwsgi connection: decoder callbacks and socket handlers on one object,
+ * the handlers module-level functions — nothing allocated per connection but
+ * this object, the decoder and the exchange (a connection per request makes
+ * every closure here a per-request cost).
+ */
+class UwsgiConnection implements UwsgiRequestHandler {
+  ex: UwsgiExchange | null = null;
+  readonly decoder: UwsgiRequestDecoder;
+  private readonly socket: Socket;
+  private readonly ctx: UwsgiContext;
+
+  constructor(socket: Socket, ctx: UwsgiContext) {
+    this.socket = socket;
+    this.ctx = ctx;
+    this.decoder = new UwsgiRequestDecoder(this, { maxBody: ctx.maxBody });
+  }
+
+  onRequest(vars: Vars): void {
+    if (this.socket.timeout) this.socket.setTimeout(0);
+    const ex = new UwsgiExchange(this.socket, vars);
+    this.ex = ex;
+    this.ctx.dispatch(ex);
+  }
+
+  onBody(chunk: Buffer): void {
+    this.ex!.pushBody(chunk);
+  }
+
+  onEnd(): void {
+    this.ex!.push(null);
+  }
+
+  data(chunk: Buffer): void {
+    if (this.ex?.finished) return; // response complete: the rest of the body is dropped
+    const err = this.decoder.push(chunk);
+    if (err) this.fail(err);
+  }
+
+  fail(err: ProtocolError): void {
+    const { socket, ctx, ex } = this;
+    socket.off('data', onConnData);
     if (err.codeName === 'BODY_TOO_LARGE' && ex === null) {
       socket.end(simpleResponse(413, 'Payload Too Large\n'));
       socket.resume();
-      setTimeout(() => socket.destroy(), 5000).unref();
+      setTimeout(destroySocket, 5000, socket).unref();
       ctx.protocolError(socket, err, 'uwsgi');
       return;
     }
     ctx.protocolError(socket, err, 'uwsgi');
     if (ex && !ex.destroyed) ex.destroy(err);
     socket.destroy();
-  };
-  socket.on('data', onData);
-  socket.on('end', () => {
-    // The front half-closed before the whole request arrived: nothing to answer.
-    if (ex === null) socket.destroy();
-    else if (!decoder.done && !ex.destroyed) ex.destroy(new Error('request body truncated'));
-  });
-  socket.on('close', () => {
-    const e = ex as UwsgiExchange | null;
-    if (e && !e.destroyed) {
-      if (!e.finished) {
-        e.emit('aborted');
-        e.destroy(new Error('client closed the connection'));
-      } else e.destroy();
-    }
-  });
-  socket.on('error', () => {});
-  if (head.length > 0) onData(head);
-  // Usually the whole request came with the first bytes: no timer to arm and disarm.
-  if (ex === null && !socket.destroyed) {
-    socket.setTimeout(ctx.headerTimeoutMs, () => {
-      if (ex === null) fail(protocolError('TIMEOUT', 'timed out waiting for the uwsgi request'));
-    });
   }
+}
+
+function destroySocket(socket: Socket): void {
+  socket.destroy();
+}
+
+function onConnData(this: ConnSocket, chunk: Buffer): void {
+  this[kConn].data(chunk);
+}
+
+function onConnEnd(this: ConnSocket): void {
+  const conn = this[kConn];
+  const ex = conn.ex;
+  // The front half-closed before the whole request arrived: nothing to answer.
+  if (ex === null) this.destroy();
+  else if (!conn.decoder.done && !ex.destroyed) ex.destroy(new Error('request body truncated'));
+}
+
+function onConnClose(this: ConnSocket): void {
+  const ex = this[kConn].ex;
+  if (ex && !ex.destroyed) {
+    if (!ex.finished) {
+      ex.emit('aborted');
+      ex.destroy(new Error('client closed the connection'));
+    } else ex.destroy();
+  }
+}
+
+function onConnTimeout(this: ConnSocket): void {
+  const conn = this[kConn];
+  if (conn.ex === null) conn.fail(protocolError('TIMEOUT', 'timed out waiting for the uwsgi request'));
+}
+
+function ignore(): void {}
+
+/** Reads one uwsgi request from `socket` (whose first bytes, `head`, were already read for protocol detection). */
+export function serveUwsgiConnection(socket: Socket, head: Buffer, ctx: UwsgiContext): void {
+  const conn = new UwsgiConnection(socket, ctx);
+  (socket as ConnSocket)[kConn] = conn;
+  socket.on('data', onConnData);
+  socket.on('end', onConnEnd);
+  socket.on('close', onConnClose);
+  socket.on('error', ignore);
+  if (head.length > 0) conn.data(head);
+  // Usually the whole request came with the first bytes: no timer to arm and disarm.
+  if (conn.ex === null && !socket.destroyed) socket.setTimeout(ctx.headerTimeoutMs, onConnTimeout);
 }
