@@ -141,6 +141,7 @@ function perProcess(u: { proxy?: TierUsage; app: TierUsage }): Sample['processes
 }
 
 let startLoad = '';
+let startRevision = '';
 const log = (msg: string) => process.stderr.write(`${msg}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -347,6 +348,8 @@ function pkgVersion(name: string): string {
 }
 
 function gitRevision(): string {
+  // A snapshot (git archive, see README) has no .git: the caller names the revision.
+  if (process.env.BENCH_REVISION) return process.env.BENCH_REVISION;
   try {
     const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
     const dirty = execFileSync('git', ['status', '--porcelain', '--', 'proxy', 'appserver', 'protocol', 'bench'], { cwd: ROOT, encoding: 'utf8' }).trim();
@@ -416,6 +419,7 @@ async function main(): Promise<void> {
   if (set.cpuProfDir) mkdirSync(set.cpuProfDir, { recursive: true });
 
   const started = Date.now();
+  startRevision = gitRevision();
   startLoad = os.loadavg().map((x) => x.toFixed(2)).join(' / ');
   const samples = new Map<ScenarioId, Map<string, Sample[]>>();
   const failures = new Map<string, string[]>();
@@ -535,7 +539,8 @@ function buildReport(
   const m = machine();
   const out: string[] = [];
   const date = new Date().toISOString();
-  out.push(`# gatewire benchmark${set.quick ? ' (--quick)' : ''} — ${date}, revision ${m.revision}`, '');
+  const revision = startRevision === m.revision ? m.revision : `${startRevision} → ${m.revision} (**the code changed during the run: rows mix revisions**; run from a snapshot, see bench/README.md)`;
+  out.push(`# gatewire benchmark${set.quick ? ' (--quick)' : ''} — ${date}, revision ${revision}`, '');
   out.push(
     `Machine: ${m.cpu}, **${m.cores} cores shared by the load generator, the proxy and the app**, ${m.memoryGiB} GiB, ${m.kernel}. ` +
       `Node ${m.node}, fastify ${m.fastify}, @fastify/reply-from ${m.replyFrom}, undici ${m.undici}; ${m.nginx}; uWSGI ${m.uwsgi}; ${m.wrk}.`,
