@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CONFIGURATIONS, selectConfigurations } from '../bench/lib/configs.ts';
+import { areaOf, type CpuProfile, summarizeProfile } from '../bench/lib/cpuprofile.ts';
 import { median, percentile, ratio, sum } from '../bench/lib/stats.ts';
 import { formatCell, formatRatio, markdownTable } from '../bench/lib/table.ts';
 import { parseWrkOutput, wrkArgs } from '../bench/lib/wrk.ts';
@@ -145,4 +146,38 @@ test('configuration filter: a number selects its variants, ids are unique, the r
   const ids = CONFIGURATIONS.map((c) => c.id);
   assert.equal(new Set(ids).size, ids.length);
   assert.ok(ids.includes('3') && ids.includes('6'));
+});
+
+test('cpu profile summary: self time per function, idle excluded from the busy share, inclusive time through callers, areas by package', () => {
+  const frame = (functionName: string, url: string) => ({ functionName, url, lineNumber: 9, columnNumber: 0 });
+  const profile: CpuProfile = {
+    nodes: [
+      { id: 1, callFrame: frame('(root)', ''), children: [2, 3, 5] },
+      { id: 2, callFrame: frame('(idle)', ''), children: [] },
+      { id: 3, callFrame: frame('handle', 'file:///r/proxy/server.ts'), children: [4] },
+      { id: 4, callFrame: frame('send', 'file:///r/node_modules/fastify/lib/reply.js'), children: [] },
+      { id: 5, callFrame: frame('(garbage collector)', ''), children: [] },
+    ],
+    startTime: 0,
+    endTime: 1000,
+    // the delta at index i+1 is the time of sample i
+    samples: [2, 3, 4, 4, 5, 2],
+    timeDeltas: [0, 400, 100, 200, 100, 100],
+  };
+  const s = summarizeProfile(profile);
+  assert.equal(s.totalUs, 900);
+  assert.equal(s.idleUs, 400);
+  assert.equal(s.busyUs, 500);
+  const self = Object.fromEntries(s.functions.map((f) => [f.name, f.pct]));
+  assert.deepEqual(self, { send: 60, handle: 20, '(garbage collector)': 20 });
+  const incl = Object.fromEntries(s.inclusive.map((f) => [f.name, f.pct]));
+  assert.equal(incl.handle, 80);
+  assert.equal(incl.send, 60);
+  assert.equal(s.inclusive.find((f) => f.name === 'handle')!.where, 'proxy/server.ts:10');
+  assert.deepEqual(
+    s.areas.map((a) => a.area),
+    ['fastify', 'proxy/server.ts', '(garbage collector)'],
+  );
+  assert.equal(areaOf('file:///x/node_modules/@fastify/reply-from/index.js', 'f'), '@fastify/reply-from');
+  assert.equal(areaOf('node:events', 'emit'), 'node: internals');
 });
