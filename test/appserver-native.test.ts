@@ -116,7 +116,9 @@ describe('native protocol → gatewire serve (Fetch app)', { timeout: 120_000 },
       assert.equal(r.body.toString(), 'Internal Server Error\n');
       assert.equal(varsHeader(r.headers, 'content-type'), 'text/plain; charset=utf-8');
     }
-    assert.match(app.output(), /boom: a rejected promise/, 'the stack goes to the log');
+    // the log line is written by another stream than the response: wait for it rather than race it
+    await app.waitFor(/boom: a rejected promise/, 10000);
+    assert.match(app.output(), /boom: an exception in the app/, 'the stack goes to the log');
   });
 
   test('HEAD, 204 and 304 carry no body; Set-Cookie stays repeated', async () => {
