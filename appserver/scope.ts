@@ -102,8 +102,15 @@ export class RequestScope {
   /** Counts body bytes of unknown length; false (and a 413) once past --max-body. */
   tooLarge(): void {
     this.limits.log.warn({ method: this.head.method, url: this.head.target, limit: this.limits.maxBody }, 'request body over --max-body');
-    if (!this.ex.headersSent) this.replyError(413, 'Payload Too Large\n');
+    const headersSent = this.ex.headersSent;
+    if (!headersSent) this.replyError(413, 'Payload Too Large\n');
     this.abort(new Error('request body too large'));
+    if (headersSent) {
+      // The app already answered and may be streaming the body back (an echo): its response can
+      // never finish now that the body is cut, so waiting for 'finish' would hang the client.
+      if (!this.ex.destroyed) this.ex.reset(ErrorCode.BODY_TOO_LARGE);
+      return;
+    }
     if (!this.ex.destroyed && !this.ex.readableEnded) {
       if (this.ex.writableFinished) this.ex.reset(ErrorCode.BODY_TOO_LARGE);
       else this.ex.once('finish', () => this.ex.reset(ErrorCode.BODY_TOO_LARGE));
