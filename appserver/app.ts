@@ -83,6 +83,13 @@ export async function loadApp(modulePath: string, forced: AppInterface): Promise
     if (e.code === 'ERR_MODULE_NOT_FOUND' && String(e.message).includes(path.resolve(modulePath))) {
       throw new AppLoadError(`${modulePath}: module not found`);
     }
+    if (e.code === 'ERR_REQUIRE_CYCLE_MODULE' || e.code === 'ERR_REQUIRE_ESM') {
+      // tsx compiles a .ts/.js file as CommonJS unless the nearest package.json says "type": "module";
+      // an ES module (export default ...) then fails with this unhelpful cycle error.
+      throw new AppLoadError(
+        `${modulePath}: failed to load: it is an ES module (export/import) but is loaded as CommonJS; add "type": "module" to the nearest package.json, or name the file .mts/.mjs`,
+      );
+    }
     throw new AppLoadError(`${modulePath}: failed to load: ${e.stack ?? e}`);
   }
   return resolveApp(mod, modulePath, forced);
