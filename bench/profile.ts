@@ -15,7 +15,7 @@ import { selectConfigurations } from './lib/configs.ts';
 import { type CpuProfile, summarizeProfile } from './lib/cpuprofile.ts';
 import { processTree, TierMonitor } from './lib/procfs.ts';
 import { markdownTable } from './lib/table.ts';
-import { runWrk } from './lib/wrk.ts';
+import { runWrk, writePostScript } from './lib/wrk.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -23,6 +23,8 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '15' },
     route: { type: 'string', default: '/hello' },
     top: { type: 'string', default: '20' },
+    // POST this many bytes per request (use with --route /echo)
+    post: { type: 'string' },
     out: { type: 'string', default: path.join(ROOT, '.tmp/profiles') }, // .tmp/ is git-ignored
   },
 });
@@ -39,12 +41,13 @@ for (const c of selectConfigurations(args.configs)) {
     if (running.tiers.proxy) for (const pid of processTree(running.tiers.proxy)) roles.set(pid, 'proxy');
     for (const pid of processTree(running.tiers.app)) roles.set(pid, pid === running.tiers.app ? 'app (master)' : 'app (worker)');
     const url = `http://${running.host}:${running.port}${args.route}`;
-    await runWrk({ url, durationS: 2 });
+    const script = args.post ? writePostScript(dir, Number(args.post)) : undefined;
+    await runWrk({ url, durationS: 2, script });
     const proxy = running.tiers.proxy ? new TierMonitor(running.tiers.proxy) : undefined;
     const app = new TierMonitor(running.tiers.app);
     proxy?.start();
     app.start();
-    const { result } = await runWrk({ url, durationS: Number(args.seconds) });
+    const { result } = await runWrk({ url, durationS: Number(args.seconds), script });
     const pu = proxy?.stop();
     const au = app.stop();
     const perReq = (s: number | undefined) => (s === undefined ? '–' : ((s * 1e6) / result.requests).toFixed(0));
@@ -57,7 +60,7 @@ for (const c of selectConfigurations(args.configs)) {
   }
   // Workers write their profile when they exit; give the master's shutdown a moment.
   await new Promise((r) => setTimeout(r, 500));
-  out.push(`## (${c.id}) ${c.label} — GET ${args.route}, ${args.seconds} s`, '', wrkLine, '');
+  out.push(`## (${c.id}) ${c.label} — ${args.post ? `POST ${args.post} bytes to` : 'GET'} ${args.route}, ${args.seconds} s`, '', wrkLine, '');
   for (const file of readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile')).sort()) {
     const [, , , pidText, tid] = file.split('.');
     const pid = Number(pidText);

@@ -518,12 +518,12 @@ function barCheck(scenarios: Record<string, { rows: Array<{ id: string; median: 
     if (Number.isFinite(r('3'))) {
       const p99g = get(sc, '2', 'p99Ms');
       const p99p = get(sc, '3', 'p99Ms');
-      lines.push(`${sc}: (2) ÷ (3) = ${r('3').toFixed(2)}× (target ≥ 2×: ${verdict(r('3') >= 2)}); p99 ${p99g?.toFixed(1)} vs ${p99p?.toFixed(1)} ms (target below: ${verdict((p99g ?? Infinity) < (p99p ?? 0))})`);
+      lines.push(`${sc}: (2) ÷ (3) = ${r('3').toFixed(3)}× (target ≥ 2×: ${verdict(r('3') >= 2)}); p99 ${p99g?.toFixed(1)} vs ${p99p?.toFixed(1)} ms (target below: ${verdict((p99g ?? Infinity) < (p99p ?? 0))})`);
     }
-    if (sc === 'hello' && Number.isFinite(r('0'))) lines.push(`hello: (2) ÷ (0) = ${r('0').toFixed(2)}× (target ≥ 0.75×: ${verdict(r('0') >= 0.75)})`);
-    if (Number.isFinite(r('6'))) lines.push(`${sc}: (2) ÷ (6) = ${r('6').toFixed(2)}× (target ≥ 0.6×: ${verdict(r('6') >= 0.6)})`);
+    if (sc === 'hello' && Number.isFinite(r('0'))) lines.push(`hello: (2) ÷ (0) = ${r('0').toFixed(3)}× (target ≥ 0.75×: ${verdict(r('0') >= 0.75)})`);
+    if (Number.isFinite(r('6'))) lines.push(`${sc}: (2) ÷ (6) = ${r('6').toFixed(3)}× (target ≥ 0.6×: ${verdict(r('6') >= 0.6)})`);
     const five = ratio(get(sc, '5', 'rps'), get(sc, '6', 'rps'));
-    if (Number.isFinite(five)) lines.push(`${sc}: (5) ÷ (6) = ${five.toFixed(2)}× (target ≥ 1×: ${verdict(five >= 1)})`);
+    if (Number.isFinite(five)) lines.push(`${sc}: (5) ÷ (6) = ${five.toFixed(3)}× (target ≥ 1×: ${verdict(five >= 1)})`);
   }
   return lines;
 }

@@ -11,13 +11,15 @@ import { tempDir } from '../test/helpers/net.ts';
 import { requireTool } from '../test/helpers/tools.ts';
 import { selectConfigurations } from './lib/configs.ts';
 import { processTree } from './lib/procfs.ts';
-import { runWrk } from './lib/wrk.ts';
+import { runWrk, writePostScript } from './lib/wrk.ts';
 
 const { values: args } = parseArgs({
   options: {
     configs: { type: 'string', default: '2,3,4' },
     route: { type: 'string', default: '/hello' },
     seconds: { type: 'string', default: '3' },
+    // POST this many bytes per request (use with --route /echo)
+    post: { type: 'string' },
   },
 });
 
@@ -50,13 +52,14 @@ for (const c of selectConfigurations(args.configs)) {
   const r = await c.start({ dir, group: 'rps' });
   try {
     const url = `http://${r.host}:${r.port}${args.route}`;
-    await runWrk({ url, durationS: 1 });
+    const script = args.post ? writePostScript(dir, Number(args.post)) : undefined;
+    await runWrk({ url, durationS: 1, script });
     const tiers = Object.entries(r.tiers)
       .filter((e): e is [string, number] => e[1] !== undefined)
       .map(([tier, root]) => ({ tier, pids: processTree(root) }));
     // CPU split first, without strace (it slows the traced process down).
     const before = tiers.map((t) => t.pids.map(userSys));
-    const plain = await runWrk({ url, durationS: Number(args.seconds) });
+    const plain = await runWrk({ url, durationS: Number(args.seconds), script });
     const cpu = tiers.map((t, i) => {
       let u = 0;
       let s = 0;
@@ -73,10 +76,10 @@ for (const c of selectConfigurations(args.configs)) {
       child: spawn(strace, ['-c', '-f', '-o', `${dir}/${t.tier}.strace`, ...t.pids.flatMap((p) => ['-p', String(p)])], { stdio: 'ignore' }),
     }));
     await new Promise((res) => setTimeout(res, 500));
-    const traced = await runWrk({ url, durationS: Number(args.seconds) });
+    const traced = await runWrk({ url, durationS: Number(args.seconds), script });
     for (const t of tracers) t.child.kill('SIGINT');
     await Promise.all(tracers.map((t) => new Promise((res) => t.child.once('exit', res))));
-    lines.push(`(${c.id}) ${c.label} — GET ${args.route}: ${plain.result.rps.toFixed(0)} req/s; CPU per request: ${cpu.join('; ')}`);
+    lines.push(`(${c.id}) ${c.label} — ${args.post ? `POST ${args.post} bytes to` : 'GET'} ${args.route}: ${plain.result.rps.toFixed(0)} req/s; CPU per request: ${cpu.join('; ')}`);
     for (const t of tracers) {
       const calls = parseStraceSummary(readFileSync(t.file, 'utf8')).sort((a, b) => b.calls - a.calls);
       const n = traced.result.requests;
