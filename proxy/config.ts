@@ -64,6 +64,12 @@ export interface UpstreamConfig {
   retries: { tries: number; methods: string[] };
   /** Bytes. */
   max_body: number;
+  /**
+   * Bytes: a request body announced by Content-Length up to this size is read whole before it is
+   * sent, so a try the server never processed can be replayed elsewhere (NGINX's
+   * client_body_buffer_size); 0 streams every body.
+   */
+  body_buffer_size: number;
   /** DNS re-resolution period for resolve: true servers. */
   resolve_interval_ms: number;
   /** Copy of the top-level resolver settings, so that a pool can resolve on its own. */
@@ -138,6 +144,7 @@ export const DEFAULTS = {
     timeouts: { connect: '2s', read: '60s', send: '60s' },
     retries: { tries: 2, methods: ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'] },
     max_body: '1mb', // client_max_body_size 1m
+    body_buffer_size: '64k', // client_body_buffer_size 16k (8k on 32-bit); 64k covers typical forms and JSON
   },
   health_check: { path: '/healthz', interval: '5s', timeout: '1s', rise: 2, fall: 3 },
 } as const;
@@ -235,6 +242,7 @@ const UPSTREAM_SCHEMA = obj({
   timeouts: obj({ connect: duration(), read: duration(), send: duration() }),
   retries: obj({ tries: int(1, 20), methods: { type: 'array', items: { enum: [...HTTP_METHODS] } } }),
   max_body: size(),
+  body_buffer_size: size(),
   resolve_interval: duration(),
 });
 
@@ -775,6 +783,7 @@ function normalise(raw: Record<string, any>, file: string): ProxyConfig {
         methods: [...(u.retries?.methods ?? D.retries.methods)],
       },
       max_body: parseSize(u.max_body ?? D.max_body),
+      body_buffer_size: parseSize(u.body_buffer_size ?? D.body_buffer_size),
       resolve_interval_ms: u.resolve_interval !== undefined ? parseDuration(u.resolve_interval) : resolver.interval_ms,
       resolver: { servers: [...resolver.servers], timeout_ms: resolver.timeout_ms },
     };

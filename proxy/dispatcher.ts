@@ -5,7 +5,8 @@
 // serialises a symbol key), pick a host from the route's pool, run the pool's
 // transport, and retry on another host when that is safe: only while nothing
 // has reached the client (reply-from calls back once), never after a byte of
-// the request body was read, and only for the configured methods unless the
+// a streamed request body was read (a small body is read whole first and can
+// be sent again: see server.ts readWholeBody), and only for the configured methods unless the
 // upstream provably never processed the request (refused connection,
 // REFUSED_STREAM, stream beyond GOAWAY's last id).
 import type { Readable } from 'node:stream';
@@ -49,6 +50,8 @@ export class ProxyRequest implements TransportRequest, SelectionContext {
   path = '/';
   headers: Record<string, string | string[] | undefined>;
   body: Readable | null = null;
+  /** The whole body when it was read before the first try (body_buffer_size): replayable. */
+  bodyBuffer: Buffer | null = null;
   readTimeoutMs: number;
   bodyStarted = false;
   aborted = false;
@@ -235,7 +238,8 @@ export class Dispatcher {
     // URL-normalised rebuild of a fixed source and is ignored
     ctx.headers = opts.headers as Record<string, string | string[] | undefined>;
     const body = opts.body as Readable | null | undefined;
-    ctx.body = body != null && typeof (body as Readable).pipe === 'function' ? body : null;
+    // a buffered body was read from that same stream, which reply-from still hands over (ended)
+    ctx.body = ctx.bodyBuffer === null && body != null && typeof (body as Readable).pipe === 'function' ? body : null;
     ctx.start(cb);
   }
   close(): void {}

@@ -425,6 +425,13 @@ export class ProxyServer {
     } else ctx.path = url;
     // reply-from would rebuild the target through the WHATWG URL parser (dot segments resolved,
     // `\` turned into `/`, escapes refused): it gets a fixed source and the transports read ctx.path.
+    if (cl !== undefined && request.body != null) {
+      const length = Number(cl);
+      if (length > 0 && length <= runtime.cfg.body_buffer_size && raw.method !== 'GET' && raw.method !== 'HEAD') {
+        readWholeBody(raw, length, ctx, reply, replyOpts);
+        return reply;
+      }
+    }
     return reply.from('/', replyOpts);
   }
 
@@ -571,6 +578,30 @@ function processStatus(): { handles: Record<string, number>; heapUsed: number; r
     fds = null;
   }
   return { handles, heapUsed: mem.heapUsed, rss: mem.rss, fds };
+}
+
+/**
+ * NGINX's request buffering for small bodies: a body announced by Content-Length and at most
+ * body_buffer_size is read whole, then forwarded. Every try sends the same buffer, so a try the
+ * server provably never processed (refused connection, REFUSED_STREAM, a stream beyond GOAWAY)
+ * is replayed on another connection or server instead of failing a POST with 502 — a streamed
+ * body cannot be replayed once its first byte left. A client that goes away while sending closes
+ * the response, and finish() releases what the request held.
+ */
+function readWholeBody(raw: IncomingMessage, length: number, ctx: ProxyRequest, reply: FastifyReply, replyOpts: object): void {
+  const whole = Buffer.allocUnsafe(length);
+  let received = 0;
+  const onData = (chunk: Buffer) => {
+    // Content-Length framing: the parser never delivers more than announced
+    received += chunk.copy(whole, received);
+  };
+  raw.on('data', onData);
+  raw.once('end', () => {
+    raw.removeListener('data', onData);
+    if (received !== length || ctx.aborted || reply.raw.destroyed) return;
+    ctx.bodyBuffer = whole;
+    reply.from('/', replyOpts);
+  });
 }
 
 function onClientResponseClose(this: ServerResponse): void {

@@ -58,6 +58,7 @@ test('defaults follow NGINX where it has one', () => {
     timeouts: { connect_ms: 2000, read_ms: 60_000, send_ms: 60_000 },
     retries: { tries: 2, methods: ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'] },
     max_body: 1024 * 1024,
+    body_buffer_size: 64 * 1024,
     resolve_interval_ms: 5000,
     resolver: { servers: [], timeout_ms: 2000 },
   });

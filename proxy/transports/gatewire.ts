@@ -257,13 +257,18 @@ class Exchange implements Timed {
     this.phase = PHASE_HEAD;
     this.lastActivity = Date.now();
     const body = this.req.body;
-    const stream = session.request(this.vars, { endStream: body === null }) as TaggedStream;
+    const whole = this.req.bodyBuffer ?? null;
+    const stream = session.request(this.vars, { endStream: body === null && whole === null }) as TaggedStream;
     this.stream = stream;
     stream[kExchange] = this;
     stream.on('response', onStreamResponse);
     stream.on('error', onStreamError);
     stream.on('close', onStreamEnd);
-    if (body !== null) {
+    if (whole !== null) {
+      // REQUEST and DATA(END) leave in the same write; the buffer stays with the request for a replay
+      if (session.ready) stream.end(whole);
+      else session.once('ready', () => stream.destroyed || stream.end(whole));
+    } else if (body !== null) {
       if (session.ready) this.sendBody(body, stream);
       else session.once('ready', () => this.sendBody(body, stream));
     }

@@ -48,7 +48,8 @@ export class HttpTransport implements Transport {
         path: req.path,
         method: req.method as 'GET',
         headers: req.headers as Record<string, string | string[]>,
-        body: req.body,
+        // a buffered body is a Buffer undici sends whole on each try: replayable
+        body: req.bodyBuffer ?? req.body,
         headersTimeout: req.readTimeoutMs,
         bodyTimeout: req.readTimeoutMs,
         signal: ac.signal,

@@ -14,6 +14,12 @@ export interface TransportRequest {
   /** Lowercase names; undefined values are skipped (reply-from blanks hop-by-hop ones that way). */
   headers: Record<string, string | string[] | undefined>;
   body: Readable | null;
+  /**
+   * The whole request body, read before the first try (a small body announced by Content-Length,
+   * see body_buffer_size); `body` is then null. Every try sends it again, so a try the server never
+   * processed can be replayed on another connection or server.
+   */
+  bodyBuffer?: Buffer | null;
   remoteAddress: string;
   remotePort: number;
   scheme: 'http' | 'https';

@@ -129,8 +129,8 @@ class UwsgiExchange implements HttpResponseHandler, Timed {
     this.lastActivity = Date.now();
     const req = this.req;
     let contentLength: number | undefined;
-    let buffered: Buffer[] | null = null;
-    if (req.body !== null && req.headers['content-length'] === undefined) {
+    let buffered: Buffer[] | null = req.bodyBuffer != null ? [req.bodyBuffer] : null;
+    if (buffered === null && req.body !== null && req.headers['content-length'] === undefined) {
       // unknown length: uwsgi needs CONTENT_LENGTH up front
       req.bodyStarted = true;
       try {

@@ -18,6 +18,7 @@ export function upstreamConfig(over: Omit<Partial<UpstreamConfig>, 'servers'> & 
     timeouts: { connect_ms: 2000, read_ms: 60_000, send_ms: 60_000 },
     retries: { tries: 2, methods: ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'] },
     max_body: 1024 * 1024,
+    body_buffer_size: 64 * 1024,
     resolve_interval_ms: 5000,
     resolver: { servers: [], timeout_ms: 2000 },
     ...over,
