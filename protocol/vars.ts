@@ -24,30 +24,33 @@ export function varsSize(vars: Vars): number {
   return size;
 }
 
-/** The two length bytes of every short key/value as a ready-made latin1 string (lengths 0..4095). */
-const LENGTH_PREFIX: string[] = [];
-for (let len = 0; len < 4096; len++) LENGTH_PREFIX.push(String.fromCharCode(len & 0xff, len >>> 8));
+/** Values longer than this go through one native latin1Write; shorter ones are copied in JS. */
+const NATIVE_WRITE_MIN = 48;
 
 /**
  * Writes `vars` at `offset` and returns the offset after them. The caller has
  * checked the size with varsSize(); strings are written as latin1, so any code
  * unit above 0xff is truncated to its low byte (callers pass byte strings).
  *
- * Why a string: the block (length prefixes included) is concatenated into one
- * latin1 string and written with a single latin1Write. One native call per
- * block instead of one per key and value is ~2× faster for a typical request
- * (bench/protocol.ts); V8 builds the concatenation as a rope and flattens it
- * once, in C++.
+ * Why a byte loop: a request's vars are a few dozen short strings. Copying
+ * their code units straight into the buffer allocates nothing, while the
+ * earlier build-one-latin1-string-then-write (a rope of ~2 × pairs cons strings,
+ * flattened once) left ~2 KB of garbage per request for the proxy's GC to
+ * collect (bench/README.md "Where the time goes"). Long values (cookies,
+ * tokens) still take one native call, cheaper than a JS loop over their bytes.
  */
 export function writeVars(target: Buffer, offset: number, vars: Vars): number {
-  let block = '';
+  let p = offset;
   for (let i = 0; i < vars.length; i++) {
     const s = vars[i];
     const len = s.length;
-    block += (len < 4096 ? LENGTH_PREFIX[len] : String.fromCharCode(len & 0xff, len >>> 8)) + s;
+    target[p] = len & 0xff;
+    target[p + 1] = len >>> 8;
+    p += 2;
+    if (len >= NATIVE_WRITE_MIN) p += target.latin1Write(s, p, len);
+    else for (let j = 0; j < len; j++) target[p++] = s.charCodeAt(j);
   }
-  if (block.length === 0) return offset;
-  return offset + target.latin1Write(block, offset, block.length);
+  return p;
 }
 
 /** Encodes a vars block on its own; fails with VARS_TOO_LARGE past MAX_VARS_SIZE. */
