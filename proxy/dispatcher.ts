@@ -50,6 +50,10 @@ export class ProxyRequest implements TransportRequest, SelectionContext {
   path = '/';
   headers: Record<string, string | string[] | undefined>;
   body: Readable | null = null;
+  /** The client's raw headers when vars are built from them (see TransportRequest.rawHeaders). */
+  rawHeaders: string[] | null = null;
+  forwarded: string[] | null = null;
+  dropContentLength = false;
   /** The whole body when it was read before the first try (body_buffer_size): replayable. */
   bodyBuffer: Buffer | null = null;
   readTimeoutMs: number;
@@ -236,7 +240,8 @@ export class Dispatcher {
     ctx.method = opts.method;
     // ctx.path was set by server.ts from the raw request target; opts.path is reply-from's
     // URL-normalised rebuild of a fixed source and is ignored
-    ctx.headers = opts.headers as Record<string, string | string[] | undefined>;
+    // on the raw-headers path opts.headers is only the marker: ctx.headers stays the client's
+    if (ctx.rawHeaders === null) ctx.headers = opts.headers as Record<string, string | string[] | undefined>;
     const body = opts.body as Readable | null | undefined;
     // a buffered body was read from that same stream, which reply-from still hands over (ended)
     ctx.body = ctx.bodyBuffer === null && body != null && typeof (body as Readable).pipe === 'function' ? body : null;

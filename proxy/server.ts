@@ -438,6 +438,7 @@ export class ProxyServer {
   private rewriteRequestHeaders(request: FastifyRequest, headers: Record<string | symbol, unknown>): Record<string | symbol, unknown> {
     const ctx = request.gw as ProxyRequest;
     const incoming = request.raw.headers;
+    if (ctx.upstream.cfg.protocol !== 'http' && request.raw.httpVersionMajor === 1) return this.forwardFromRawHeaders(request, ctx, incoming);
     for (let i = 0; i < HOP_BY_HOP.length; i++) if (headers[HOP_BY_HOP[i]] !== undefined) headers[HOP_BY_HOP[i]] = undefined;
     // reply-from points Host at its base; the app must see the client's
     const host = incoming.host ?? (incoming[':authority'] as string | undefined);
@@ -456,6 +457,30 @@ export class ProxyServer {
     }
     headers[kProxyRequest] = ctx;
     return headers;
+  }
+
+  /**
+   * gatewire and uwsgi upstreams get vars, not a header object: the vars are built straight from
+   * the client's rawHeaders plus the forwarding headers (transport.ts forwardedRawHeaders), and
+   * reply-from gets back only a one-key object carrying the context (it copies what it is given
+   * once more before calling the dispatcher; a one-key copy is cheap). Same headers upstream as
+   * the object path below, which the http transport (and HTTP/2 clients, whose raw list holds
+   * pseudo-headers) still take.
+   */
+  private forwardFromRawHeaders(request: FastifyRequest, ctx: ProxyRequest, incoming: IncomingMessage['headers']): Record<string | symbol, unknown> {
+    const ip = ctx.clientIp;
+    const trusted = this.gen.trust(ip);
+    const xff = incoming['x-forwarded-for'];
+    const forwarded = ['x-forwarded-for', trusted && xff ? `${xff}, ${ip}` : ip, 'x-request-id', request.id];
+    if (!(trusted && incoming['x-forwarded-proto'])) forwarded.push('x-forwarded-proto', ctx.scheme);
+    const host = incoming.host;
+    if (!(trusted && incoming['x-forwarded-host']) && host !== undefined) forwarded.push('x-forwarded-host', host);
+    ctx.rawHeaders = request.raw.rawHeaders;
+    ctx.forwarded = forwarded;
+    const method = request.raw.method;
+    // reply-from forwards no body for GET/HEAD; do not announce one
+    ctx.dropContentLength = (method === 'GET' || method === 'HEAD') && request.body !== undefined;
+    return { [kProxyRequest]: ctx };
   }
 
   /** A client response closed (finished or aborted): cancel upstream at once if unfinished, release, log, count. */

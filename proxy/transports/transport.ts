@@ -20,6 +20,16 @@ export interface TransportRequest {
    * processed can be replayed on another connection or server.
    */
   bodyBuffer?: Buffer | null;
+  /**
+   * The client's raw header list (Node's rawHeaders). When set, vars are built straight from it
+   * (hop-by-hop names and the names in `forwarded` left out, then `forwarded` appended) instead of
+   * from `headers`: no intermediate header objects per request. `headers` still answers lookups.
+   */
+  rawHeaders?: string[] | null;
+  /** Lower-case name/value pairs that replace the client's (X-Forwarded-*, X-Request-Id); with rawHeaders. */
+  forwarded?: string[] | null;
+  /** With rawHeaders: leave Content-Length out (a GET/HEAD whose body is not forwarded). */
+  dropContentLength?: boolean;
   remoteAddress: string;
   remotePort: number;
   scheme: 'http' | 'https';
@@ -81,14 +91,7 @@ export function parseAddress(address: string): Address {
  * varsFromHttpRequest); `contentLength` overrides CONTENT_LENGTH (a buffered chunked body).
  */
 export function requestVars(req: TransportRequest, contentLength?: number): Vars {
-  const headers = req.headers;
-  const raw: string[] = [];
-  for (const name in headers) {
-    const v = headers[name];
-    if (v === undefined) continue;
-    if (typeof v === 'string') raw.push(name, v);
-    else for (let i = 0; i < v.length; i++) raw.push(name, v[i]);
-  }
+  const raw: string[] = req.rawHeaders != null ? forwardedRawHeaders(req.rawHeaders, req.forwarded ?? null, req.dropContentLength === true) : headerList(req.headers);
   return varsFromHttpRequest({
     method: req.method,
     url: req.path,
@@ -101,6 +104,65 @@ export function requestVars(req: TransportRequest, contentLength?: number): Vars
     scheme: req.scheme,
     contentLength,
   });
+}
+
+// Hop-by-hop headers (RFC 9110 §7.6.1) never cross the proxy.
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+// Names Node's parser keeps only once (IncomingMessage#headers drops later copies): the upstream
+// sees what the object-based path (and reply-from's http transport) would send.
+const SINGLE_VALUED = new Set([
+  'age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host', 'if-modified-since',
+  'if-unmodified-since', 'last-modified', 'location', 'max-forwards', 'proxy-authorization', 'referer', 'retry-after', 'server', 'user-agent',
+]);
+
+/**
+ * The client's raw headers as they go upstream: hop-by-hop names, names the Connection header
+ * lists, names in `forwarded` (replaced) and repeats of single-valued names left out; `forwarded`
+ * appended. One array per request (the vars builder reads it once).
+ */
+function forwardedRawHeaders(src: string[], forwarded: string[] | null, dropContentLength: boolean): string[] {
+  let listed: string[] | null = null;
+  for (let i = 0; i < src.length; i += 2) {
+    const name = src[i];
+    if (name.length === 10 && name.toLowerCase() === 'connection') {
+      for (const token of src[i + 1].split(',')) {
+        const t = token.trim().toLowerCase();
+        if (t !== '') (listed ??= []).push(t);
+      }
+    }
+  }
+  const out: string[] = [];
+  let seen: string[] | null = null;
+  for (let i = 0; i < src.length; i += 2) {
+    const lower = src[i].toLowerCase();
+    if (HOP_BY_HOP.has(lower)) continue;
+    if (listed?.includes(lower)) continue;
+    if (forwarded !== null && pairIndex(forwarded, lower) >= 0) continue;
+    if (SINGLE_VALUED.has(lower)) {
+      if (dropContentLength && lower === 'content-length') continue;
+      if (seen?.includes(lower)) continue;
+      (seen ??= []).push(lower);
+    }
+    out.push(lower, src[i + 1]);
+  }
+  if (forwarded !== null) for (let i = 0; i < forwarded.length; i++) out.push(forwarded[i]);
+  return out;
+}
+
+function pairIndex(pairs: string[], name: string): number {
+  for (let i = 0; i < pairs.length; i += 2) if (pairs[i] === name) return i;
+  return -1;
+}
+
+function headerList(headers: Record<string, string | string[] | undefined>): string[] {
+  const raw: string[] = [];
+  for (const name in headers) {
+    const v = headers[name];
+    if (v === undefined) continue;
+    if (typeof v === 'string') raw.push(name, v);
+    else for (let i = 0; i < v.length; i++) raw.push(name, v[i]);
+  }
+  return raw;
 }
 
 /** Response vars [name, value, ...] → header object; repeated names (set-cookie) become arrays. */
