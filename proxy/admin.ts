@@ -1,7 +1,7 @@
 // The admin server: a separate small Fastify instance (default 127.0.0.1:9901, never
 // the public listener) with GET /metrics, /status and /healthz — NGINX's
 // stub_status, in Prometheus and JSON.
-import Fastify, { type FastifyBaseLogger } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { ProxyMetrics } from './metrics.ts';
 
 export interface AdminServer {
@@ -18,10 +18,11 @@ export async function startAdmin(opts: {
   status: () => object;
   logger?: FastifyBaseLogger;
 }): Promise<AdminServer> {
-  const app = Fastify({
+  const app = (Fastify as unknown as (o: object) => FastifyInstance)({
     ...(opts.logger ? { loggerInstance: opts.logger.child({ component: 'admin' }) } : { logger: false }),
-    // Prometheus scrapes every few seconds: one log line each is noise.
-    disableRequestLogging: true,
+    // Prometheus scrapes every few seconds: one log line each is noise. (Fastify 5.x deprecated the
+    // top-level disableRequestLogging in favour of a LogController.)
+    logController: new (Fastify as unknown as { LogController: new (o: object) => unknown }).LogController({ disableRequestLogging: true }),
   });
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', opts.metrics.registry.contentType);
