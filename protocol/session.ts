@@ -938,8 +938,8 @@ export class GatewireSession extends EventEmitter implements FrameSink {
 
 function noop(): void {}
 
-const STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true };
-const BODYLESS_STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, writable: false };
+const STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, highWaterMark: 64 * 1024 };
+const BODYLESS_STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, writable: false, highWaterMark: 64 * 1024 };
 
 /**
  * One request/response exchange. Readable side = DATA received ('end' on the
