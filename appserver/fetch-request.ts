@@ -15,6 +15,7 @@
 // forwarded to the real Request, so `new Request(request, init)` and
 // `fetch(request)` work on it as on any Request.
 import type { RequestHead } from './exchange.ts';
+import { delegateToMaterialized } from './lazy-delegate.ts';
 
 /** undici's instance fields (Symbol(state), Symbol(signal), ...), read from a real Request. */
 const INTERNAL_KEYS = Reflect.ownKeys(new Request('http://localhost/')).filter((k): k is symbol => typeof k === 'symbol');
@@ -115,38 +116,6 @@ function pairsOf(flat: string[]): [string, string][] {
   return out;
 }
 
-// Every other Request member (cache, mode, clone(), text(), json(), bytes(), ...)
-// and undici's internal fields are answered by the real Request.
-const proto = LightRequest.prototype as unknown as Record<PropertyKey, unknown>;
-for (const name of Object.getOwnPropertyNames(Request.prototype)) {
-  if (name === 'constructor' || Object.hasOwn(proto, name)) continue;
-  const d = Object.getOwnPropertyDescriptor(Request.prototype, name)!;
-  if (typeof d.value === 'function') {
-    Object.defineProperty(proto, name, {
-      value(this: LightRequest, ...args: unknown[]) {
-        const real = this.materialize() as unknown as Record<string, (...a: unknown[]) => unknown>;
-        return real[name](...args);
-      },
-      writable: true,
-      configurable: true,
-    });
-  } else if (d.get) {
-    Object.defineProperty(proto, name, {
-      get(this: LightRequest) {
-        return (this.materialize() as unknown as Record<string, unknown>)[name];
-      },
-      configurable: true,
-    });
-  }
-}
-// `method` and `url` are own fields, but Request.prototype's getters would shadow nothing:
-// own properties win. The internal symbols are read by undici's constructor and fetch().
-for (const key of INTERNAL_KEYS) {
-  Object.defineProperty(proto, key, {
-    get(this: LightRequest) {
-      return (this.materialize() as unknown as Record<symbol, unknown>)[key];
-    },
-    configurable: true,
-  });
-}
-Object.setPrototypeOf(LightRequest.prototype, Request.prototype);
+// Every other Request member (cache, mode, clone(), text(), json(), bytes(), ...) and undici's
+// internal fields (read by its constructor and fetch()) are answered by the real Request.
+delegateToMaterialized(LightRequest, Request, INTERNAL_KEYS);

@@ -19,6 +19,7 @@
 // materialized Response so undici functions accept it.
 // Set GATEWIRE_LIGHT_RESPONSE=0 to keep undici's Response untouched.
 import type { Vars } from '../protocol/vars.ts';
+import { delegateToMaterialized } from './lazy-delegate.ts';
 
 const NativeResponse = globalThis.Response;
 const INTERNAL_KEYS = Reflect.ownKeys(new NativeResponse(null)).filter((k): k is symbol => typeof k === 'symbol');
@@ -139,37 +140,7 @@ Object.defineProperty(LightResponse, Symbol.hasInstance, {
 
 // Every other member (headers, body, clone(), text(), ...) and undici's internal
 // fields are answered by the materialized Response.
-const proto = LightResponse.prototype as unknown as Record<PropertyKey, unknown>;
-for (const name of Object.getOwnPropertyNames(NativeResponse.prototype)) {
-  if (name === 'constructor' || Object.hasOwn(proto, name)) continue;
-  const d = Object.getOwnPropertyDescriptor(NativeResponse.prototype, name)!;
-  if (typeof d.value === 'function') {
-    Object.defineProperty(proto, name, {
-      value(this: LightResponse, ...args: unknown[]) {
-        const real = this.materialize() as unknown as Record<string, (...a: unknown[]) => unknown>;
-        return real[name](...args);
-      },
-      writable: true,
-      configurable: true,
-    });
-  } else if (d.get) {
-    Object.defineProperty(proto, name, {
-      get(this: LightResponse) {
-        return (this.materialize() as unknown as Record<string, unknown>)[name];
-      },
-      configurable: true,
-    });
-  }
-}
-for (const key of INTERNAL_KEYS) {
-  Object.defineProperty(proto, key, {
-    get(this: LightResponse) {
-      return (this.materialize() as unknown as Record<symbol, unknown>)[key];
-    },
-    configurable: true,
-  });
-}
-Object.setPrototypeOf(LightResponse.prototype, NativeResponse.prototype);
+delegateToMaterialized(LightResponse, NativeResponse, INTERNAL_KEYS);
 // Response.json(), Response.redirect(), Response.error() stay undici's.
 Object.setPrototypeOf(LightResponse, NativeResponse);
 
