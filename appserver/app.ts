@@ -73,11 +73,31 @@ export function resolveApp(mod: Record<string, unknown>, name: string, forced: A
   throw new AppLoadError(`${name}: the default export is ${describe(candidate)}; expected a Fetch handler ({ fetch(request) } or (request) => Response) or a Node listener ((req, res) => void, e.g. an Express app)`);
 }
 
+/**
+ * Node 22.18+ runs an app's TypeScript itself when its syntax is erasable; an
+ * app that uses enums, namespaces, parameter properties or decorators is
+ * handed to tsx instead (loaded only then, and through its own namespace, so
+ * the rest of the process carries no loader).
+ */
+async function importApp(url: string): Promise<Record<string, unknown>> {
+  try {
+    return await import(url);
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'ERR_UNSUPPORTED_TYPESCRIPT_SYNTAX') throw err;
+    const { tsImport } = await import('tsx/esm/api');
+    const mod = (await tsImport(url, import.meta.url)) as Record<string, unknown>;
+    // tsx compiles a file outside a "type": "module" package as CommonJS, whose
+    // exports object then arrives as the namespace's default.
+    const cjs = mod.default as Record<string, unknown> | undefined;
+    return cjs !== null && typeof cjs === 'object' && '__esModule' in cjs ? cjs : mod;
+  }
+}
+
 export async function loadApp(modulePath: string, forced: AppInterface): Promise<LoadedApp> {
   const url = /^[a-z]+:/i.test(modulePath) && !/^[a-z]:[\\/]/i.test(modulePath) ? modulePath : pathToFileURL(path.resolve(modulePath)).href;
   let mod: Record<string, unknown>;
   try {
-    mod = await import(url);
+    mod = await importApp(url);
   } catch (err) {
     const e = err as Error & { code?: string };
     if (e.code === 'ERR_MODULE_NOT_FOUND' && String(e.message).includes(path.resolve(modulePath))) {

@@ -1,4 +1,4 @@
-// `node --import tsx bench/profile.ts [--configs 2,5,7] [--seconds 15] [--route /hello] [--out DIR]`
+// `node --import ./bin/typescript-loader.js bench/profile.ts [--configs 2,5,7] [--seconds 15] [--route /hello] [--out DIR]`
 //
 // Runs a gatewire configuration under wrk load with `node --cpu-prof` on every
 // gatewire process (proxy, appserver master and workers), then prints where the

@@ -1,4 +1,4 @@
-// `node --import tsx bench/syscalls.ts [--configs 2,3,4] [--route /hello] [--seconds 3]`
+// `node --import ./bin/typescript-loader.js bench/syscalls.ts [--configs 2,3,4] [--route /hello] [--seconds 3]`
 //
 // System calls per request of each tier under wrk load (strace -c -f attached to
 // every process of the tier), and user vs kernel CPU per request from /proc. Says

@@ -207,7 +207,9 @@ class Supervisor {
     for (const r of this.running) if (!r.done) r.child.kill('SIGKILL');
   };
 
-  constructor(private readonly bin: string) {
+  private readonly bin: string;
+  constructor(bin: string) {
+    this.bin = bin;
     this.failure = new Promise((resolve) => {
       this.fail = resolve;
     });

@@ -483,11 +483,18 @@ function findNode(root: Node | null | undefined, segs: readonly Seg[]): { node: 
 class Problems {
   readonly list: ConfigProblem[] = [];
   private readonly seen = new Set<string>();
+  private readonly file: string;
+  private readonly root: Node | null | undefined;
+  private readonly lc: LineCounter;
   constructor(
-    private readonly file: string,
-    private readonly root: Node | null | undefined,
-    private readonly lc: LineCounter,
-  ) {}
+    file: string,
+    root: Node | null | undefined,
+    lc: LineCounter,
+  ) {
+    this.file = file;
+    this.root = root;
+    this.lc = lc;
+  }
 
   /** atKey: point at the key itself (unknown keys) rather than its value. */
   add(segs: readonly Seg[], message: string, atKey = false): void {

@@ -87,18 +87,34 @@ export class ProxyRequest implements TransportRequest, SelectionContext {
   cb: DispatchCallback | null = null;
   private readonly metrics: ProxyMetrics | null;
 
+  readonly upstream: UpstreamRuntime;
+  readonly res: ServerResponse;
+  readonly clientIp: string;
+  readonly remotePort: number;
+  readonly scheme: 'http' | 'https';
+  readonly serverName: string;
+  readonly serverPort: number;
+  readonly url: string;
   constructor(
-    readonly upstream: UpstreamRuntime,
-    readonly res: ServerResponse,
-    readonly clientIp: string,
-    readonly remotePort: number,
-    readonly scheme: 'http' | 'https',
-    readonly serverName: string,
-    readonly serverPort: number,
-    readonly url: string,
+    upstream: UpstreamRuntime,
+    res: ServerResponse,
+    clientIp: string,
+    remotePort: number,
+    scheme: 'http' | 'https',
+    serverName: string,
+    serverPort: number,
+    url: string,
     headers: Record<string, string | string[] | undefined>,
     metrics: ProxyMetrics | null,
   ) {
+    this.upstream = upstream;
+    this.res = res;
+    this.clientIp = clientIp;
+    this.remotePort = remotePort;
+    this.scheme = scheme;
+    this.serverName = serverName;
+    this.serverPort = serverPort;
+    this.url = url;
     this.headers = headers;
     this.readTimeoutMs = upstream.cfg.timeouts.read_ms;
     this.metrics = metrics;

@@ -29,11 +29,15 @@ export class HealthChecker {
   private readonly logger: PoolLogger | undefined;
   private readonly metrics: ProxyMetrics | undefined;
 
+  private readonly pool: UpstreamPool;
+  private readonly probe: Probe;
   constructor(
-    private readonly pool: UpstreamPool,
-    private readonly probe: Probe,
+    pool: UpstreamPool,
+    probe: Probe,
     opts: HealthCheckerOptions = {},
   ) {
+    this.pool = pool;
+    this.probe = probe;
     this.logger = opts.logger;
     this.metrics = opts.metrics;
   }

@@ -174,7 +174,10 @@ export class ConsistentHash implements SelectionPolicy {
   private ringOf: readonly Host[] | null = null;
   private ringSignature = '';
 
-  constructor(private readonly key: UpstreamConfig['hash_key']) {}
+  private readonly key: UpstreamConfig['hash_key'];
+  constructor(key: UpstreamConfig['hash_key']) {
+    this.key = key;
+  }
 
   select(hosts: readonly Host[], ctx: SelectionContext, all: readonly Host[] = hosts): Host | null {
     if (hosts.length === 0) return null;
@@ -238,7 +241,10 @@ export class ConsistentHash implements SelectionPolicy {
  * one with fewer in-flight requests relative to weight wins (the first drawn on a tie).
  */
 export class RandomTwo implements SelectionPolicy {
-  constructor(private readonly random: () => number = Math.random) {}
+  private readonly random: () => number;
+  constructor(random: () => number = Math.random) {
+    this.random = random;
+  }
 
   select(hosts: readonly Host[], _ctx?: SelectionContext): Host | null {
     if (hosts.length === 0) return null;

@@ -59,12 +59,16 @@ class Runtime implements UpstreamRuntime {
   inflight = 0;
   private drainTimer: NodeJS.Timeout | null = null;
 
+  readonly cfg: UpstreamConfig;
+  readonly key: string;
   constructor(
-    readonly cfg: UpstreamConfig,
-    readonly key: string,
+    cfg: UpstreamConfig,
+    key: string,
     opts: ProxyServerOptions,
     log: Logger,
   ) {
+    this.cfg = cfg;
+    this.key = key;
     this.name = cfg.name;
     this.pool = new UpstreamPool(cfg, { resolver: opts.resolver, logger: log });
     this.transport = createTransport(cfg);
@@ -150,12 +154,14 @@ class Generation {
   readonly trust: (ip: string) => boolean;
   readonly scheme: 'http' | 'https';
 
+  readonly config: ProxyConfig;
   constructor(
-    readonly config: ProxyConfig,
+    config: ProxyConfig,
     previous: Generation | null,
     opts: ProxyServerOptions,
     log: Logger,
   ) {
+    this.config = config;
     this.runtimes = new Map();
     for (const [name, cfg] of Object.entries(config.upstreams)) {
       const key = JSON.stringify(cfg);
@@ -227,8 +233,10 @@ declare module 'fastify' {
 /** Counts a chunked body as it streams and fails it past max_body (NGINX's client_max_body_size). */
 class BodyLimit extends Transform {
   private seen = 0;
-  constructor(private readonly max: number) {
+  private readonly max: number;
+  constructor(max: number) {
     super();
+    this.max = max;
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.seen += chunk.length;

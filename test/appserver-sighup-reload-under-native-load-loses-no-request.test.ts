@@ -31,10 +31,15 @@ interface Counts {
 /** A client connection slot: one live session at a time, replaced once the server sends GOAWAY or the connection ends. */
 class SessionSlot {
   private current: Promise<GatewireSession> | null = null;
+  private readonly address: string;
+  private readonly counts: Counts;
   constructor(
-    private readonly address: string,
-    private readonly counts: Counts,
-  ) {}
+    address: string,
+    counts: Counts,
+  ) {
+    this.address = address;
+    this.counts = counts;
+  }
 
   get(): Promise<GatewireSession> {
     if (this.current === null) this.current = this.open();

@@ -1,5 +1,5 @@
 // Configuration 0: Fastify answering every route itself — the ceiling of any
-// Fastify-based edge on this machine. Usage: node --import tsx bench/apps/fastify-self.ts HOST:PORT
+// Fastify-based edge on this machine. Usage: node --import ./bin/typescript-loader.js bench/apps/fastify-self.ts HOST:PORT
 import Fastify from 'fastify';
 import { Readable } from 'node:stream';
 import type { ServerResponse } from 'node:http';

@@ -1,5 +1,5 @@
 // The plain node:http app (configurations 1, 3 and 4): the no-proxy ceiling and the
-// upstream of the HTTP proxies. Usage: node --import tsx bench/apps/node-http.ts HOST:PORT|unix:/path
+// upstream of the HTTP proxies. Usage: node --import ./bin/typescript-loader.js bench/apps/node-http.ts HOST:PORT|unix:/path
 import http from 'node:http';
 import { DOWNLOAD_CHUNK, HELLO_BODY, K64_BODY, SSE_INTERVAL_MS, downloadSize, parseListen, sseEvent } from './routes.ts';
 

@@ -1,6 +1,6 @@
 // Configuration 3, the Node peer: fastify + @fastify/reply-from forwarding every
 // request over HTTP/1.1 keep-alive (undici, reply-from's defaults).
-// Usage: node --import tsx bench/apps/reply-from-proxy.ts LISTEN_HOST:PORT http://UPSTREAM:PORT
+// Usage: node --import ./bin/typescript-loader.js bench/apps/reply-from-proxy.ts LISTEN_HOST:PORT http://UPSTREAM:PORT
 import replyFrom from '@fastify/reply-from';
 import Fastify from 'fastify';
 import { parseListen } from './routes.ts';

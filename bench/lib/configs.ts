@@ -40,6 +40,7 @@ export interface Configuration {
 
 const NODE = process.execPath;
 const APPS = path.join(ROOT, 'bench/apps');
+const TYPESCRIPT_LOADER = path.join(ROOT, 'bin/typescript-loader.js');
 
 async function stopAll(procs: Proc[]): Promise<void> {
   // Front first, so the back end sees its clients go away like in production.
@@ -47,7 +48,7 @@ async function stopAll(procs: Proc[]): Promise<void> {
 }
 
 function nodeApp(o: StartOptions, file: string, args: string[]): Proc {
-  return startProcess(NODE, [...(o.nodeFlags ?? []), '--import', 'tsx', path.join(APPS, file), ...args], { cwd: ROOT });
+  return startProcess(NODE, [...(o.nodeFlags ?? []), '--import', TYPESCRIPT_LOADER, path.join(APPS, file), ...args], { cwd: ROOT });
 }
 
 function gatewire(args: string[], o: StartOptions): Proc {

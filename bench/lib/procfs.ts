@@ -118,7 +118,10 @@ export class TierMonitor {
   private sampledMax = 0;
   private readonly pids = new Set<number>();
 
-  constructor(readonly root: number) {}
+  readonly root: number;
+  constructor(root: number) {
+    this.root = root;
+  }
 
   start(sampleMs = 100): void {
     for (const pid of processTree(this.root)) {

@@ -36,7 +36,10 @@ class HostSessions {
   connecting = 0;
   readonly waiters: Exchange[] = [];
   closed = false;
-  constructor(readonly host: Host) {}
+  readonly host: Host;
+  constructor(host: Host) {
+    this.host = host;
+  }
 }
 
 export class GatewireTransport implements Transport {
@@ -44,7 +47,9 @@ export class GatewireTransport implements Transport {
   private readonly hosts = new Map<Host, HostSessions>();
   private readonly pingTimeoutMs: number;
 
-  constructor(readonly cfg: UpstreamConfig) {
+  readonly cfg: UpstreamConfig;
+  constructor(cfg: UpstreamConfig) {
+    this.cfg = cfg;
     this.pingTimeoutMs = Math.min(10_000, Math.max(1000, cfg.timeouts.read_ms));
   }
 
@@ -208,12 +213,21 @@ const EMPTY_BODY = Buffer.alloc(0);
 
 /** A response head; with takeWholeBody for a body that arrived in the same read as the head. */
 class GatewireResponse implements TransportResponse {
+  readonly statusCode: number;
+  readonly headers: Record<string, string | string[]>;
+  readonly body: GatewireStream;
+  private readonly exchange: Exchange;
   constructor(
-    readonly statusCode: number,
-    readonly headers: Record<string, string | string[]>,
-    readonly body: GatewireStream,
-    private readonly exchange: Exchange,
-  ) {}
+    statusCode: number,
+    headers: Record<string, string | string[]>,
+    body: GatewireStream,
+    exchange: Exchange,
+  ) {
+    this.statusCode = statusCode;
+    this.headers = headers;
+    this.body = body;
+    this.exchange = exchange;
+  }
 
   takeWholeBody(expectedLength: number): Buffer | null {
     return this.exchange.takeWholeBody(expectedLength);
@@ -241,14 +255,26 @@ class Exchange implements Timed {
   private lastActivity = Date.now();
   private lastProgress = -1;
 
+  private readonly transport: GatewireTransport;
+  readonly host: Host;
+  private readonly req: TransportRequest;
+  private readonly vars: Vars;
+  private readonly resolve: (res: TransportResponse) => void;
+  private readonly reject: (err: Error) => void;
   constructor(
-    private readonly transport: GatewireTransport,
-    readonly host: Host,
-    private readonly req: TransportRequest,
-    private readonly vars: Vars,
-    private readonly resolve: (res: TransportResponse) => void,
-    private readonly reject: (err: Error) => void,
+    transport: GatewireTransport,
+    host: Host,
+    req: TransportRequest,
+    vars: Vars,
+    resolve: (res: TransportResponse) => void,
+    reject: (err: Error) => void,
   ) {
+    this.transport = transport;
+    this.host = host;
+    this.req = req;
+    this.vars = vars;
+    this.resolve = resolve;
+    this.reject = reject;
     req.cancel = () => this.cancel();
   }
 

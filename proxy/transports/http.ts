@@ -9,7 +9,10 @@ import { parseAddress, type Transport, type TransportRequest, type TransportResp
 
 export class HttpTransport implements Transport {
   private readonly pools = new Map<Host, Pool>();
-  constructor(private readonly cfg: UpstreamConfig) {}
+  private readonly cfg: UpstreamConfig;
+  constructor(cfg: UpstreamConfig) {
+    this.cfg = cfg;
+  }
 
   private poolFor(host: Host): Pool {
     let pool = this.pools.get(host);

@@ -192,7 +192,10 @@ export interface Timed {
 export class TimeoutSweeper {
   private readonly entries = new Set<Timed>();
   private timer: NodeJS.Timeout | null = null;
-  constructor(private readonly granularityMs = 200) {}
+  private readonly granularityMs: number;
+  constructor(granularityMs = 200) {
+    this.granularityMs = granularityMs;
+  }
   add(e: Timed): void {
     this.entries.add(e);
     if (this.timer === null) {

@@ -35,7 +35,10 @@ export class UwsgiTransport implements Transport {
   private readonly exchanges = new Set<UwsgiExchange>();
   private closing: (() => void) | null = null;
 
-  constructor(readonly cfg: UpstreamConfig) {}
+  readonly cfg: UpstreamConfig;
+  constructor(cfg: UpstreamConfig) {
+    this.cfg = cfg;
+  }
 
   request(host: Host, req: TransportRequest): Promise<TransportResponse> {
     return new Promise((resolve, reject) => {
@@ -108,13 +111,23 @@ class UwsgiExchange implements HttpResponseHandler, Timed {
   private hadSlot = false;
   private paused = false;
 
+  private readonly transport: UwsgiTransport;
+  readonly host: Host;
+  private readonly req: TransportRequest;
+  private readonly resolve: (res: TransportResponse) => void;
+  private readonly reject: (err: Error) => void;
   constructor(
-    private readonly transport: UwsgiTransport,
-    readonly host: Host,
-    private readonly req: TransportRequest,
-    private readonly resolve: (res: TransportResponse) => void,
-    private readonly reject: (err: Error) => void,
+    transport: UwsgiTransport,
+    host: Host,
+    req: TransportRequest,
+    resolve: (res: TransportResponse) => void,
+    reject: (err: Error) => void,
   ) {
+    this.transport = transport;
+    this.host = host;
+    this.req = req;
+    this.resolve = resolve;
+    this.reject = reject;
     this.parser = new HttpResponseParser(this, { isHead: req.method === 'HEAD' });
     req.cancel = () => this.abort(new ClientAbortedError() as UpstreamError);
   }

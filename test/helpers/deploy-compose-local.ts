@@ -74,11 +74,18 @@ function hostExecutable(name: string): string {
 export class LocalCompose {
   readonly containers: Container[] = [];
 
+  private readonly model: ComposeModel;
+  private readonly images: Record<string, LocalImage>;
+  private readonly ipOf: (service: string, index: number) => string;
   constructor(
-    private readonly model: ComposeModel,
-    private readonly images: Record<string, LocalImage>,
-    private readonly ipOf: (service: string, index: number) => string,
-  ) {}
+    model: ComposeModel,
+    images: Record<string, LocalImage>,
+    ipOf: (service: string, index: number) => string,
+  ) {
+    this.model = model;
+    this.images = images;
+    this.ipOf = ipOf;
+  }
 
   private subnet(): string | undefined {
     return Object.values(this.model.networks ?? {}).find((n) => n?.ipam?.config?.[0]?.subnet)?.ipam?.config?.[0]?.subnet;
