@@ -92,14 +92,11 @@ export class RequestScope {
   discardBody(): void {
     const ex = this.ex;
     if (ex.readableEnded || ex.destroyed) return;
-    ex.once('finish', () => {
-      if (ex.readableEnded || ex.destroyed) return;
-      if ((ex as { discardBody?: () => void }).discardBody) (ex as unknown as { discardBody: () => void }).discardBody();
-      else ex.reset(ErrorCode.CANCEL);
-    });
+    if (ex.writableFinished) ex.discardBody();
+    else ex.once('finish', onFinishedDiscard);
   }
 
-  /** Counts body bytes of unknown length; false (and a 413) once past --max-body. */
+  /** A body of unknown length went past --max-body (the adapters count it): 413 if the head is not out yet, then the exchange is stopped. */
   tooLarge(): void {
     this.limits.log.warn({ method: this.head.method, url: this.head.target, limit: this.limits.maxBody }, 'request body over --max-body');
     const headersSent = this.ex.headersSent;
@@ -116,6 +113,10 @@ export class RequestScope {
       else this.ex.once('finish', () => this.ex.reset(ErrorCode.BODY_TOO_LARGE));
     }
   }
+}
+
+function onFinishedDiscard(this: AppExchange): void {
+  if (!this.readableEnded && !this.destroyed) this.discardBody();
 }
 
 function onTimeout(scope: RequestScope): void {

@@ -169,7 +169,7 @@ export class AppServer {
       this.onRequestDone?.(counters.requests);
       this.checkIdle();
     });
-    const head = readRequestHead(ex.vars);
+    const head = readRequestHead(ex.vars, ex.protocol);
     const scope = new RequestScope(ex, head, this.limits);
     if (head.contentLength > this.opts.maxBody) {
       this.log.warn({ method: head.method, url: head.target, contentLength: head.contentLength }, 'request body over --max-body: 413');

@@ -11,9 +11,9 @@
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import type { GatewireSession } from '../protocol/session.ts';
-import { nativeSession, requestVars, startServe } from '../test/helpers/appserver-clients.ts';
+import { nativeSession, requestVars } from '../test/helpers/appserver-clients.ts';
 import { tempDir } from '../test/helpers/net.ts';
-import { type Proc, ROOT, startProcess } from '../test/helpers/procs.ts';
+import { GATEWIRE_BIN, type Proc, ROOT, startProcess } from '../test/helpers/procs.ts';
 import { TierMonitor } from './lib/procfs.ts';
 import { median } from './lib/stats.ts';
 import { markdownTable, type TableRow } from './lib/table.ts';
@@ -163,6 +163,7 @@ async function main(): Promise<void> {
       seconds: { type: 'string', default: '0.6' },
       concurrency: { type: 'string', default: '16' },
       only: { type: 'string' },
+      'cpu-prof': { type: 'string' },
     },
   });
   const rounds = Number(args.rounds);
@@ -173,9 +174,12 @@ async function main(): Promise<void> {
   const { dir, cleanup } = tempDir('gw-shapes-');
   const procs: Proc[] = [];
   try {
+    // --cpu-prof DIR: every serve process (and its worker, which inherits execArgv) writes a profile there.
+    const nodeFlags = args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', args['cpu-prof']] : [];
     const serve = async (app: string, sock: string) => {
-      const p = await startServe([`bench/apps/${app}`, '--listen', `unix:${dir}/${sock}`, '--workers', '1']);
+      const p = startProcess(process.execPath, [...nodeFlags, GATEWIRE_BIN, 'serve', `bench/apps/${app}`, '--listen', `unix:${dir}/${sock}`, '--workers', '1'], { cwd: ROOT });
       procs.push(p);
+      await p.waitFor(/gatewire serve: listening on /, 30_000);
       return p;
     };
     const gwFetch = await serve('shapes-fetch.ts', 'fetch.sock');

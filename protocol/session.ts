@@ -1011,6 +1011,16 @@ export class GatewireStream extends Duplex {
     }
   }
 
+  /** Which wire an appserver exchange came on (uwsgi classic connections say 'uwsgi'). */
+  get protocol(): 'native' {
+    return 'native';
+  }
+
+  /** Server: the response is complete and the rest of the request body is not wanted: RESET CANCEL stops the upload. */
+  discardBody(): void {
+    this.reset(ErrorCode.CANCEL);
+  }
+
   /** Sends RESET (default CANCEL) and destroys the stream locally, without an error. */
   reset(code: number = ErrorCode.CANCEL): void {
     this.resetCode = code;
