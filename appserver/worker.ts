@@ -2,12 +2,12 @@
 // and the in-process mode (--workers 0: this process binds and serves).
 import type { Server } from 'node:net';
 import { AppLoadError, type LoadedApp, loadApp } from './app.ts';
-import { installLightResponse } from './fetch-response.ts';
 import { applySocketMode, describeBound, listenServer, parseListenAddress, removeSocketFile } from './listen.ts';
 import { createLogger, type Logger } from './log.ts';
 import type { ServeOptions } from './options.ts';
 import { AppServer } from './server.ts';
 import { startStatsServer, type WorkerStats } from './stats.ts';
+import { installLightGlobals } from './undici-globals.ts';
 
 /** Master ⇄ worker messages (IPC). */
 export type ToWorker = { t: 'listen'; index: number; total: number } | { t: 'stop' };
@@ -24,7 +24,7 @@ function send(msg: FromWorker): void {
 
 async function load(opts: ServeOptions, log: Logger): Promise<LoadedApp | null> {
   // Before the app's module runs, so that its `new Response(...)` is the light one.
-  installLightResponse();
+  installLightGlobals();
   try {
     return await loadApp(opts.app, opts.interface);
   } catch (err) {
