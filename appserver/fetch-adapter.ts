@@ -10,7 +10,9 @@ import { LightRequest } from './fetch-request.ts';
 import type { ResponseParts } from './fetch-response.ts';
 import type { RequestScope } from './scope.ts';
 
-const BODY_HIGH_WATER_MARK = 64 * 1024;
+// As much as a stream's flow-control window holds: the exchange is paused and
+// resumed once per window rather than once per frame.
+const BODY_HIGH_WATER_MARK = 256 * 1024;
 const NOT_YET = Symbol('not yet');
 const NOT_YET_PROMISE: Promise<typeof NOT_YET> = Promise.resolve(NOT_YET);
 const EMPTY = new Uint8Array(0);

@@ -89,7 +89,9 @@ function readHeaders(h: unknown, out: Vars): boolean {
   }
   if (h instanceof Headers) {
     // Already validated and combined by Headers; set-cookie comes out one value at a time.
-    h.forEach((value, name) => out.push(name, value));
+    h.forEach((value, name) => {
+      out.push(name, value);
+    });
     return true;
   }
   return false;

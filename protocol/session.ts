@@ -1016,9 +1016,10 @@ export class GatewireStream extends Duplex {
     return 'native';
   }
 
-  /** Server: the response is complete and the rest of the request body is not wanted: RESET CANCEL stops the upload. */
+  /** Server: the response is complete and the rest of the request body is not wanted: RESET CANCEL stops the upload (if it all came already, it is just dropped). */
   discardBody(): void {
-    this.reset(ErrorCode.CANCEL);
+    if (this._remoteEnded) this.resume();
+    else this.reset(ErrorCode.CANCEL);
   }
 
   /** Sends RESET (default CANCEL) and destroys the stream locally, without an error. */

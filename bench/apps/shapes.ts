@@ -124,8 +124,9 @@ export const nodeEquivalents: Record<string, (req: IncomingMessage, res: ServerR
     res.end(K64);
   },
   '/f/arraybuffer': (_q, res) => {
+    // The same app work as the Fetch shape: a fresh ArrayBuffer per response.
     res.writeHead(200, OCTETS);
-    res.end(K64);
+    res.end(Buffer.from(K64.buffer.slice(K64.byteOffset, K64.byteOffset + K64.length)));
   },
   '/f/headers-object': (_q, res) => {
     res.writeHead(200, { 'content-type': 'text/plain', 'x-shape': 'headers', 'content-length': 13 });
@@ -149,8 +150,11 @@ export const nodeEquivalents: Record<string, (req: IncomingMessage, res: ServerR
     res.end();
   },
   '/f/blob': (_q, res) => {
-    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 13 });
-    res.end(HELLO);
+    // The same app work as the Fetch shape: the body made as a Blob, then sent.
+    new Blob([HELLO], { type: 'text/plain' }).arrayBuffer().then((ab) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': ab.byteLength });
+      res.end(Buffer.from(ab));
+    });
   },
   '/f/stream-bytes': (_q, res) => {
     res.writeHead(200, { 'content-type': 'application/octet-stream' });
