@@ -126,6 +126,11 @@ function headerList(text: string): Vars {
   return headers;
 }
 
+function hasHeader(headers: Vars, name: string): boolean {
+  for (let i = 0; i < headers.length; i += 2) if (headers[i] === name) return true;
+  return false;
+}
+
 function callAll(cbs: Callback[], err?: Error | null): void {
   for (const cb of cbs) cb(err);
 }
@@ -198,6 +203,8 @@ class ExchangeOutput implements ResponseOutput {
         if (chunks.length === 0) ex.respond(this.status, this.headers, { endStream: true });
         else {
           const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+          // Written in pieces but all there now (res.write … res.end in one tick): sized after all.
+          if (!hasHeader(this.headers, 'content-length')) this.headers.push('content-length', String(body.byteLength));
           if (ex.respondWhole) ex.respondWhole(this.status, this.headers, body);
           else {
             ex.respond(this.status, this.headers);
