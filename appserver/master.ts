@@ -18,6 +18,7 @@ import type http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { type BoundHandle, bindHandle, describeBound, parseListenAddress } from './listen.ts';
 import { createLogger, type Logger } from './log.ts';
+import { workerExecArgv } from './worker-heap.ts';
 import type { ServeOptions } from './options.ts';
 import { startStatsServer, totals, type WorkerStats } from './stats.ts';
 import type { FromWorker, ToWorker } from './worker.ts';
@@ -125,7 +126,7 @@ export class Master {
     const child = fork(gatewireBin(), ['serve', ...this.argv], {
       env: { ...process.env, GATEWIRE_ROLE: 'worker', GATEWIRE_WORKER_ID: String(id) },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      execArgv: process.execArgv,
+      execArgv: workerExecArgv(process.execArgv),
       serialization: 'json',
     });
     let resolveReady!: (ok: boolean) => void;
