@@ -41,15 +41,14 @@ function gatewireFetch(input: RequestInfo | URL, init?: RequestInit): Promise<Re
 
 /**
  * Before the app's module loads, so that its `new Response(...)` is the light
- * one. GATEWIRE_LIGHT_RESPONSE=0 keeps undici's globals untouched (the lazy
- * Request the app receives still works with them through materialize()).
+ * one. GATEWIRE_LIGHT_RESPONSE=0 keeps undici's Response (Request and fetch
+ * are still the unwrapping ones: the app's request is always a lazy one).
  */
 export function installLightGlobals(): void {
-  if (process.env.GATEWIRE_LIGHT_RESPONSE === '0') return;
   const define = (name: string, value: unknown) => Object.defineProperty(globalThis, name, { value, writable: true, configurable: true, enumerable: false });
-  define('Response', LightResponse);
   define('Request', GatewireRequest);
   define('fetch', gatewireFetch);
+  if (process.env.GATEWIRE_LIGHT_RESPONSE !== '0') define('Response', LightResponse);
 }
 
 export { NativeRequest, NativeResponse };
