@@ -197,6 +197,8 @@ async function main(): Promise<void> {
     ];
     // Warm-up: JIT both sides on every shape.
     for (const shape of shapes) for (const side of sides(shape)) await load(side.send, shape, concurrency, 0, shape.body && shape.body.length > 100_000 ? 100 : 500);
+    // Let the collectors finish with the warm-up's garbage before the first measurement.
+    await new Promise((r) => setTimeout(r, 1500));
     const results = new Map<Shape, { gatewire: number[]; 'node:http': number[] }>();
     for (const s of shapes) results.set(s, { gatewire: [], 'node:http': [] });
     for (let r = 0; r < rounds; r++) {
