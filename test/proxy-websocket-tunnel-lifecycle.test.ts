@@ -4,6 +4,7 @@
 // and a graceful stop.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { test } from 'node:test';
 import type WebSocket from 'ws';
@@ -161,4 +162,56 @@ test('graceful stop of the proxy: open tunnels are served through the grace peri
   const at = await closed;
   assert.ok(at - start >= 1700, `closed after ${at - start} ms, before the end of the 2 s grace period`);
   assert.equal(await proxy.exited, 0, proxy.output().slice(-2000));
+});
+
+function rssKb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN);
+}
+
+test('a slow reader stalls only its own tunnel: the app is held back, the proxy buffers a bounded amount, other tunnels flow', { timeout: 90_000 }, async (t) => {
+  const { dir, cleanup } = tempDir('gw-wsl-');
+  t.after(cleanup);
+  const serve = await startServe(['test/apps/ws-node-server.ts', '--listen', `unix:${dir}/a.sock`, '--workers', '0']);
+  t.after(() => serve.stop(5000));
+  const proxy = await startProxy(t, { upstreams: { app: { servers: [`unix:${dir}/a.sock`], connections_per_server: 1 } } }, { admin: false });
+  const base = proxy.url.replace('http', 'ws');
+  const floodSent = async () => ((await (await fetch(`${proxy.url}/stats`)).json()) as { floodSent: number }).floodSent;
+  const slow = await openWs(`${base}/ws`, [], { maxPayload: 1 << 30 });
+  const total = 24 * 1024 * 1024;
+  let received = 0;
+  slow.on('message', (d: Buffer) => {
+    received += d.length;
+  });
+  const socket = (slow as unknown as { _socket: net.Socket })._socket;
+  socket.pause(); // the client stops reading
+  const rssBefore = rssKb(proxy.proc.child.pid as number);
+  slow.send(`flood:${total}`);
+  // The app gets as far as the windows and buffers on the way allow, then waits.
+  let last = -1;
+  for (let i = 0; i < 40; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    const now = await floodSent();
+    if (now === last && now > 0) break;
+    last = now;
+  }
+  const stalledAt = await floodSent();
+  assert.ok(stalledAt < total / 2, `the app was held back at ${stalledAt} of ${total} bytes`);
+  const growthKb = rssKb(proxy.proc.child.pid as number) - rssBefore;
+  assert.ok(growthKb < 16 * 1024, `the proxy grew by ${growthKb} KiB while holding a stalled tunnel`);
+  // Another tunnel on the same native connection is not affected.
+  const other = await openWs(`${base}/ws`);
+  const big = Buffer.alloc(2 * 1024 * 1024, 7);
+  other.send(big);
+  assert.ok((await nextMessage(other)).data.equals(big));
+  other.close();
+  // The slow reader catches up and gets every byte.
+  socket.resume();
+  const deadline = Date.now() + 60_000;
+  while (received < total) {
+    assert.ok(Date.now() < deadline, `received ${received} of ${total}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  slow.close();
+  t.diagnostic(`app held at ${(stalledAt / 1048576).toFixed(1)} MiB of ${total / 1048576} MiB; proxy RSS growth ${growthKb} KiB`);
 });

@@ -1,12 +1,14 @@
 // A Node app the way ws users write one: an http.Server (exported, not
 // listening) with a WebSocketServer attached. Echoes every message as it
 // came (text stays text, binary stays binary); 'close:<code>:<reason>' makes
-// the server close with that code; GET /stats tells what the app saw, so a
-// test can check the close codes and that every socket was closed.
+// the server close with that code; 'flood:<bytes>' sends that many bytes in
+// 64 KiB binary messages, one at a time as the socket takes them (ws's send
+// callback: backpressure all the way); GET /stats tells what the app saw, so
+// a test can check the close codes and that every socket was closed.
 import http from 'node:http';
 import { WebSocketServer } from 'ws';
 
-const stats = { opened: 0, open: 0, closes: [] as number[], protocols: [] as string[], extensions: [] as string[], headers: [] as Record<string, unknown>[], pings: 0 };
+const stats = { floodSent: 0, opened: 0, open: 0, closes: [] as number[], protocols: [] as string[], extensions: [] as string[], headers: [] as Record<string, unknown>[], pings: 0 };
 
 const server = http.createServer((req, res) => {
   if (req.url === '/stats') {
@@ -37,6 +39,18 @@ wss.on('connection', (ws, req) => {
   ws.on('message', (data, isBinary) => {
     if (!isBinary) {
       const text = data.toString();
+      const flood = /^flood:(\d+)$/.exec(text);
+      if (flood) {
+        const total = Number(flood[1]);
+        const chunk = Buffer.alloc(64 * 1024, 0x66);
+        const next = (err?: Error) => {
+          if (err || stats.floodSent >= total) return;
+          stats.floodSent += chunk.length;
+          ws.send(chunk, { binary: true }, next);
+        };
+        next();
+        return;
+      }
       const m = /^close:(\d+):(.*)$/.exec(text);
       if (m) {
         ws.close(Number(m[1]), m[2]);
