@@ -191,8 +191,14 @@ export class ProxyExchange implements TransportRequest, SelectionContext, Timed 
       );
       return;
     }
-    this.body = length < 0 ? raw.pipe(new BodyLimit(this.runtime.cfg.max_body)) : raw;
-    if (length < 0) raw.once('error', (err) => (this.body as Readable).destroy(err));
+    if (length < 0) {
+      const limited = raw.pipe(new BodyLimit(this.runtime.cfg.max_body));
+      // the client's abort reaches the transport through the limiter; once the try let go of it,
+      // nobody listens and the error must not become an uncaught one
+      limited.on('error', noop);
+      raw.once('error', (err) => limited.destroy(err));
+      this.body = limited;
+    } else this.body = raw;
     raw.once('end', () => this.ctx.bodySweeper.delete(this));
     ready();
   }
@@ -373,3 +379,5 @@ export class ProxyExchange implements TransportRequest, SelectionContext, Timed 
 }
 
 const EMPTY: string[] = [];
+
+function noop(): void {}

@@ -182,10 +182,20 @@ export class ProxyServer {
   async listen(): Promise<string> {
     const { host, port } = this.gen.config.listen;
     for (const r of this.gen.runtimes.values()) r.start();
-    await this.app.listen({ host, port });
+    const scheme = this.gen.config.listen.tls ? 'https' : 'http';
+    // Fastify names one line per interface of a wildcard address ("127.0.0.1", "192.0.2.2"): the
+    // log says what was bound, then where it can be reached
+    let first = true;
+    const listenTextResolver = (address: string) => {
+      const bound = boundUrl(this.app.server.address(), scheme);
+      const text = first ? `listening on ${bound}${bound.endsWith(address.replace(/^https?:\/\//, '')) ? '' : ` (reachable at ${address})`}` : `reachable at ${address}`;
+      first = false;
+      return text;
+    };
+    await this.app.listen({ host, port, listenTextResolver });
     this.gaugeTimer = setInterval(() => this.updateGauges(), 1000);
     this.gaugeTimer.unref();
-    return boundUrl(this.app.server.address(), this.gen.config.listen.tls ? 'https' : 'http');
+    return boundUrl(this.app.server.address(), scheme);
   }
 
   private updateGauges(): void {
