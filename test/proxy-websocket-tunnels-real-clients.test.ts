@@ -182,9 +182,10 @@ for (const up of UPSTREAMS) {
       assert.match(metrics, /gatewire_upgrades_total\{route="\/",upstream="app",status="101"\} \d+/);
       assert.match(metrics, /gatewire_tunnel_bytes_total\{direction="up"\} \d+/);
       assert.match(metrics, /gatewire_tunnel_bytes_total\{direction="down"\} \d+/);
-      // one access line per tunnel, written when it closed, with its bytes
-      const tunnels = accessLog(proxy).filter((l) => l.status === 101);
-      assert.ok(tunnels.length >= 200, `${tunnels.length} tunnel access lines`);
+      // one access line per tunnel, written when it closed, with its bytes (the log is flushed every second)
+      const tunnelLines = () => accessLog(proxy).filter((l) => l.status === 101);
+      await eventually(() => tunnelLines().length >= 200, 'an access line for each of the 200 tunnels');
+      const tunnels = tunnelLines();
       assert.ok(tunnels.every((l) => typeof l.bytes_in === 'number' && typeof l.bytes_out === 'number' && typeof l.ms === 'number'));
     });
   });
