@@ -963,6 +963,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
 
 function noop(): void {}
 
+const NO_VARS: Vars = [];
 const STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, highWaterMark: 64 * 1024 };
 const BODYLESS_STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, writable: false, highWaterMark: 64 * 1024 };
 
@@ -1060,6 +1061,15 @@ export class GatewireStream extends Duplex {
       this.session._afterLocalEnd(this);
       this.end();
     }
+  }
+
+  /**
+   * Forgets the request vars and the response head (a long-lived tunnel needs neither again):
+   * an idle tunnel's memory is a budget. `vars` is empty and `headers` null afterwards.
+   */
+  dropHeads(): void {
+    (this as { vars: Vars }).vars = NO_VARS;
+    this._headers = null;
   }
 
   /** Sends RESET (default CANCEL) and destroys the stream locally, without an error. */

@@ -155,9 +155,8 @@ export class TunnelManager {
     void this.start(req as unknown as http.IncomingMessage, { kind: 'h2', socket: res.stream, head: null, res }, 'websocket');
   }
 
-  private async start(req: http.IncomingMessage, end: Omit<ClientEnd, 'socketGone'>, token: string): Promise<void> {
+  private async start(req: http.IncomingMessage, client: ClientEnd, token: string): Promise<void> {
     const ctx = this.ctx;
-    const client = clientEnd(end);
     const url = (client.kind === 'h2' ? (req.headers[':path'] as string | undefined) : req.url) ?? '/';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
@@ -217,7 +216,7 @@ export class TunnelManager {
       if (ctx.accessLog) ctx.log.info({ reqId: requestId, method: 'GET', path: url, status: answer.status, upstream: tunnel.host?.address ?? null, upgrade: token }, 'access');
       return;
     }
-    if (client.socketGone()) {
+    if (client.socket.destroyed) {
       runtime.exchangeEnded();
       tunnel.host?.release();
       answer.stream.destroy();
@@ -322,13 +321,9 @@ function sweepTunnels(open: Set<Tunnel>): void {
 interface ClientEnd {
   kind: ClientKind;
   socket: Duplex;
+  /** Bytes the client sent after its upgrade request (dropped once relayed: it may pin the whole read buffer). */
   head: Buffer | null;
   res?: Http2ServerResponse;
-  socketGone(): boolean;
-}
-
-function clientEnd(e: Omit<ClientEnd, 'socketGone'>): ClientEnd {
-  return { ...e, socketGone: () => e.socket.destroyed };
 }
 
 /** One tunnelled connection: client side ↔ upstream side, bytes counted, idle tracked. */
@@ -374,6 +369,7 @@ class Tunnel {
       client.write(rest);
     }
     const head = this.client.head;
+    this.client.head = null;
     if (head !== null && head.length > 0) {
       this.bytesUp += head.length;
       up.write(head);
@@ -382,7 +378,7 @@ class Tunnel {
     client.on('drain', onClientDrain);
     client.on('end', onClientEnd);
     client.on('close', onClientClose);
-    client.on('error', noop);
+    if (this.client.kind === 'h2') client.on('error', noop); // an HTTP/1.1 socket has had one since onUpgrade
     up.on('data', onUpstreamData);
     up.on('drain', onUpstreamDrain);
     up.on('end', onUpstreamEnd);
@@ -619,6 +615,7 @@ async function gatewireHandshake(
       clearTimeout(timer);
       stream.removeListener('error', onError);
       stream.pause();
+      stream.dropHeads();
       if (status !== 101) stream.end(); // declined: the request had no body (PROTOCOL.md 4.3)
       resolve({ status, headers: lowerCased(headers), stream, rest: null });
     });

@@ -25,6 +25,12 @@ const WHOLE_BODY_MAX = 256 * 1024;
 const EMPTY_BODY = Buffer.alloc(0);
 
 const kExchange = Symbol('gatewire.exchange');
+const kHostSessions = Symbol('gatewire.hostSessions');
+type TunnelStream = GatewireStream & { [kHostSessions]?: HostSessions };
+function onTunnelStreamClose(this: TunnelStream): void {
+  const hs = this[kHostSessions];
+  if (hs !== undefined) hs.tunnels--;
+}
 type TaggedStream = GatewireStream & { [kExchange]?: GatewireExchange };
 
 /** What waits for a session with a free stream: an exchange, or a tunnel being opened. */
@@ -123,8 +129,10 @@ export class GatewireTransport implements Transport {
         start(session) {
           if (settled) return;
           settled = true;
-          const stream = session.request(vars, { upgrade: true });
-          stream.once('close', () => hs.tunnels--);
+          const stream = session.request(vars, { upgrade: true }) as TunnelStream;
+          // one shared listener, no closure: an idle tunnel's memory is a budget (≤ 8 KiB in the proxy)
+          stream[kHostSessions] = hs;
+          stream.on('close', onTunnelStreamClose);
           resolve(stream);
         },
         abort(err) {
