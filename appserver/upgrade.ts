@@ -181,6 +181,8 @@ export class UpgradeSocket extends Duplex {
       return;
     }
     if (this.frames !== null) this.frames.advance(chunk, false);
+    const native = ex as AppExchange & { tryWriteNow?: (c: Buffer) => boolean };
+    if (native.tryWriteNow !== undefined && native.tryWriteNow(chunk)) return;
     if (!ex.write(chunk)) this.blocked = true;
   }
 

@@ -761,6 +761,23 @@ export class GatewireSession extends EventEmitter implements FrameSink {
     }
   }
 
+  /**
+   * @internal DATA straight to the socket, past the stream's Writable queue (tunnel relays): only
+   * when nothing of the stream is queued, the chunk fits one frame and both windows, and the
+   * socket takes writes. False: nothing was written, the caller uses write().
+   */
+  _sendNow(stream: GatewireStream, chunk: Buffer): boolean {
+    const n = chunk.length;
+    if (this._destroyed || this.socketBlocked || !stream._opened || stream._wireClosed || stream._localEnded || stream._outChunk !== null) return false;
+    if (n === 0 || n > MAX_FRAME_PAYLOAD || n > stream._sendWindow || n > this.connSendWindow) return false;
+    if (this.role === 'server' && !stream._headersSent) return false;
+    this.writeFrame(encodeDataHeader(stream.id, n, false));
+    this.writeFrame(chunk);
+    stream._sendWindow -= n;
+    this.connSendWindow -= n;
+    return true;
+  }
+
   /** @internal our END_STREAM went out. */
   _afterLocalEnd(stream: GatewireStream): void {
     if (stream._wireClosed) return;
@@ -1070,6 +1087,16 @@ export class GatewireStream extends Duplex {
   dropHeads(): void {
     (this as { vars: Vars }).vars = NO_VARS;
     this._headers = null;
+  }
+
+  /**
+   * Writes `chunk` as DATA at once when nothing is queued ahead of it and flow control allows,
+   * skipping the Writable machinery (a relay's hot path); false when it did not, and the caller
+   * uses write() as usual (which then also gives backpressure).
+   */
+  tryWriteNow(chunk: Buffer): boolean {
+    if (this.writableLength > 0 || this.writableEnded || this.destroyed || this._discardWrites) return false;
+    return this.session._sendNow(this, chunk);
   }
 
   /** Sends RESET (default CANCEL) and destroys the stream locally, without an error. */

@@ -191,7 +191,7 @@ export class ProxyMetrics {
     });
     this.tunnelBytes = new Counter({
       name: 'gatewire_tunnel_bytes_total',
-      help: 'Bytes relayed by closed tunnels: up (client to upstream), down (upstream to client).',
+      help: 'Bytes relayed by tunnels (counted as they flow, at most one idle-sweep period late): up (client to upstream), down (upstream to client).',
       labelNames: ['direction'],
       registers,
     });
@@ -205,8 +205,13 @@ export class ProxyMetrics {
     this.tunnelsOpen.inc();
   }
 
+  /** A tunnel closed; the bytes it relayed since they were last counted. */
   tunnelClosed(bytesUp: number, bytesDown: number): void {
     this.tunnelsOpen.dec();
+    this.tunnelBytesRelayed(bytesUp, bytesDown);
+  }
+
+  tunnelBytesRelayed(bytesUp: number, bytesDown: number): void {
     if (bytesUp > 0) this.tunnelBytes.inc({ direction: 'up' }, bytesUp);
     if (bytesDown > 0) this.tunnelBytes.inc({ direction: 'down' }, bytesDown);
   }

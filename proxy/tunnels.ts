@@ -263,7 +263,7 @@ export class TunnelManager {
   /** @internal */
   _closed(t: Tunnel): void {
     if (!this.open.delete(t)) return;
-    this.ctx.metrics?.tunnelClosed(t.bytesUp, t.bytesDown);
+    this.ctx.metrics?.tunnelClosed(t.bytesUp - t.reportedUp, t.bytesDown - t.reportedDown);
     if (this.ctx.accessLog) {
       this.ctx.log.info(
         {
@@ -295,7 +295,7 @@ export class TunnelManager {
     if (this.sweeper !== null && this.sweepEveryMs <= every) return;
     if (this.sweeper !== null) clearInterval(this.sweeper);
     this.sweepEveryMs = every;
-    this.sweeper = setInterval(sweepTunnels, every, this.open);
+    this.sweeper = setInterval(sweepTunnels, every, this.open, this.ctx.metrics);
     this.sweeper.unref();
   }
 
@@ -308,9 +308,15 @@ export class TunnelManager {
   }
 }
 
-function sweepTunnels(open: Set<Tunnel>): void {
+function sweepTunnels(open: Set<Tunnel>, metrics: ProxyMetrics | null): void {
   const now = performance.now();
   for (const t of open) {
+    // a long-lived tunnel's bytes show in the metrics as they flow, not only when it closes
+    if (metrics !== null && (t.bytesUp !== t.reportedUp || t.bytesDown !== t.reportedDown)) {
+      metrics.tunnelBytesRelayed(t.bytesUp - t.reportedUp, t.bytesDown - t.reportedDown);
+      t.reportedUp = t.bytesUp;
+      t.reportedDown = t.bytesDown;
+    }
     if (t.active) {
       t.active = false;
       t.idleSince = now;
@@ -340,6 +346,9 @@ class Tunnel {
   upstream: Duplex | null = null;
   bytesUp = 0;
   bytesDown = 0;
+  /** Bytes already added to the metrics. */
+  reportedUp = 0;
+  reportedDown = 0;
   active = true;
   idleSince = 0;
   closedBy = '';
@@ -391,7 +400,9 @@ class Tunnel {
   clientData(chunk: Buffer): void {
     this.active = true;
     this.bytesUp += chunk.length;
-    if (!(this.upstream as Duplex).write(chunk)) this.client.socket.pause();
+    const up = this.upstream as Duplex & Partial<Pick<GatewireStream, 'tryWriteNow'>>;
+    if (up.tryWriteNow !== undefined && up.tryWriteNow(chunk)) return;
+    if (!up.write(chunk)) this.client.socket.pause();
   }
 
   upstreamData(chunk: Buffer): void {

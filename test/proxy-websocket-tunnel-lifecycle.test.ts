@@ -125,8 +125,10 @@ test('appserver rolling reload (SIGHUP) with 100 open sockets: closed with 1001 
   const closes = sockets.map((ws) => once(ws, 'close').then(([code]) => ({ code: code as number, at: Date.now() })));
   const start = Date.now();
   serve.kill('SIGHUP');
-  // During the graceful period the old worker keeps its WebSockets working, and new ones reach the new worker.
-  await new Promise((r) => setTimeout(r, 1500));
+  // The replacement worker is up and the old one is draining: during the graceful period the old
+  // worker keeps its WebSockets working, and new ones reach the new worker.
+  await serve.waitFor(/worker stopping gracefully/, 20_000);
+  await new Promise((r) => setTimeout(r, 500));
   await allEcho(sockets, 'during reload');
   const fresh = await openWs(`${base}/ws`);
   await allEcho([fresh], 'new worker');
