@@ -182,7 +182,7 @@ export class UpgradeSocket extends Duplex {
     }
     if (this.frames !== null) this.frames.advance(chunk, false);
     const native = ex as AppExchange & { tryWriteNow?: (c: Buffer) => boolean };
-    if (native.tryWriteNow !== undefined && native.tryWriteNow(chunk)) return;
+    if (native.tryWriteNow?.(chunk)) return;
     if (!ex.write(chunk)) this.blocked = true;
   }
 

@@ -401,7 +401,7 @@ class Tunnel {
     this.active = true;
     this.bytesUp += chunk.length;
     const up = this.upstream as Duplex & Partial<Pick<GatewireStream, 'tryWriteNow'>>;
-    if (up.tryWriteNow !== undefined && up.tryWriteNow(chunk)) return;
+    if (up.tryWriteNow?.(chunk)) return;
     if (!up.write(chunk)) this.client.socket.pause();
   }
 
