@@ -8,48 +8,18 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
-import WebSocket from 'ws';
 import { startServe } from './helpers/appserver-clients.ts';
 import { type NativeGateway, startNativeGateway } from './helpers/native-gateway.ts';
 import { tempDir } from './helpers/net.ts';
 import type { Proc } from './helpers/procs.ts';
+import type WebSocket from 'ws';
+import { eventually, nextMessage, openWs as open } from './helpers/websocket-clients.ts';
 
 const SIZES = [1, 125, 126, 65_535, 65_536, 1024 * 1024, 16 * 1024 * 1024];
-
-function open(url: string, protocols: string[] = [], opts: WebSocket.ClientOptions = {}): Promise<WebSocket> {
-  const ws = new WebSocket(url, protocols, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024, ...opts });
-  ws.once('upgrade', (res) => {
-    (ws as WebSocket & { upgradeHeaders?: unknown }).upgradeHeaders = res.headers;
-  });
-  return new Promise((resolve, reject) => {
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-    ws.once('unexpected-response', (_req, res) => reject(new Error(`unexpected response ${res.statusCode}`)));
-  });
-}
-
-function nextMessage(ws: WebSocket): Promise<{ data: Buffer; isBinary: boolean }> {
-  return new Promise((resolve, reject) => {
-    const onClose = (code: number) => reject(new Error(`closed with ${code} while waiting for a message`));
-    ws.once('message', (data, isBinary) => {
-      ws.off('close', onClose);
-      resolve({ data: data as Buffer, isBinary });
-    });
-    ws.once('close', onClose);
-  });
-}
 
 async function stats(gw: NativeGateway): Promise<any> {
   const res = await fetch(`${gw.url}/stats`);
   return res.json();
-}
-
-async function eventually(check: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 for (const app of [
