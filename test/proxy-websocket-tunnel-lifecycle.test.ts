@@ -217,3 +217,34 @@ test('a slow reader stalls only its own tunnel: the app is held back, the proxy 
   slow.close();
   t.diagnostic(`app held at ${(stalledAt / 1048576).toFixed(1)} MiB of ${total / 1048576} MiB; proxy RSS growth ${growthKb} KiB`);
 });
+
+test('any Upgrade token is tunnelled (not only websocket), each direction half-closing on its own; a declined one is answered as is', { timeout: 60_000 }, async (t) => {
+  const { dir, cleanup } = tempDir('gw-wsl-');
+  t.after(cleanup);
+  const serve = await startServe(['test/apps/raw-upgrade-echo.ts', '--listen', `unix:${dir}/a.sock`, '--workers', '0']);
+  t.after(() => serve.stop(5000));
+  const proxy = await startProxy(t, { upstreams: { app: { servers: [`unix:${dir}/a.sock`] } } }, { admin: false });
+  const sock = net.connect(proxy.port, '127.0.0.1');
+  sock.on('error', () => {});
+  let got = '';
+  sock.on('data', (d) => {
+    got += d.toString('latin1');
+  });
+  const ended = once(sock, 'end');
+  sock.write('GET /tunnel HTTP/1.1\r\nHost: a.test\r\nUpgrade: x-echo\r\nConnection: Upgrade\r\n\r\n');
+  const deadline = Date.now() + 10_000;
+  while (!got.includes('\r\n\r\n')) {
+    assert.ok(Date.now() < deadline, got);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.match(got, /^HTTP\/1\.1 101 Switching Protocols\r\n/);
+  assert.match(got, /\r\nupgrade: x-echo\r\n/i);
+  got = '';
+  sock.write('ping 1 ');
+  sock.end('ping 2'); // our direction ends; the app still answers, then ends its own
+  await ended;
+  assert.equal(got, 'ping 1 ping 2bye\n');
+  const declined = await rawUpgrade(proxy.port, '/other');
+  assert.match(declined, /^HTTP\/1\.1 400 /);
+  assert.match(declined, /bad upgrade\n$/);
+});
