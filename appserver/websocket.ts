@@ -7,7 +7,8 @@
 // (EventTarget, readyState, binaryType 'blob' | 'arraybuffer', send/close) and
 // the idle check.
 import type { IncomingMessage } from 'node:http';
-import { type RawData, WebSocket as WsSocket, WebSocketServer } from 'ws';
+import { createRequire } from 'node:module';
+import type { RawData, WebSocket as WsSocket, WebSocketServer } from 'ws';
 import type { Vars } from '../protocol/vars.ts';
 import type { RequestScope } from './scope.ts';
 import { UpgradeSocket, upgradeRequest } from './upgrade.ts';
@@ -29,11 +30,18 @@ const kHeaders = Symbol('gatewire.wsHeaders');
 type HandshakeRequest = IncomingMessage & { [kProtocol]?: string; [kHeaders]?: Vars };
 
 let server: WebSocketServer | null = null;
+/** `ws`, loaded on the first WebSocket: a worker that never sees one does not carry it. */
+let wsLib: typeof import('ws') | null = null;
+function wsModule(): typeof import('ws') {
+  wsLib ??= createRequire(import.meta.url)('ws') as typeof import('ws');
+  return wsLib;
+}
+const OPEN = 1; // WebSocket.OPEN
 
 /** The one ws server of this process: subprotocol and extra headers come from the request being handled. */
 function wsServer(): WebSocketServer {
   if (server !== null) return server;
-  server = new WebSocketServer({
+  server = new (wsModule().WebSocketServer)({
     noServer: true,
     clientTracking: false,
     perMessageDeflate: true,
@@ -301,7 +309,7 @@ export class GatewireWebSocket extends EventTarget {
   /** @internal */
   _idleTick(): void {
     const ws = this.ws;
-    if (ws === null || ws.readyState !== WsSocket.OPEN) return;
+    if (ws === null || ws.readyState !== OPEN) return;
     if (!this.heardFrom) {
       // Neither a message nor the pong to our last ping for a whole idle period: the peer is gone.
       this.dispatchEvent(new Event('error'));
