@@ -10,7 +10,7 @@ import { freePort, waitForListen } from '../../test/helpers/net.ts';
 import { GATEWIRE_BIN, type Proc, ROOT, startProcess } from '../../test/helpers/procs.ts';
 import { requireTool } from '../../test/helpers/tools.ts';
 
-export type Group = 'rps' | 'sse' | 'idle' | 'bulk';
+export type Group = 'rps' | 'sse' | 'idle' | 'bulk' | 'express';
 
 export interface StartOptions {
   dir: string;
@@ -35,6 +35,8 @@ export interface Configuration {
   label: string;
   /** Workers per tier, stated in the report. */
   workers: string;
+  /** 'express': runs the Express API scenarios only (and they run only on such configurations). */
+  kind?: 'express';
   start(o: StartOptions): Promise<Running>;
 }
 
@@ -144,8 +146,8 @@ async function startUwsgi(o: StartOptions): Promise<{ proc: Proc; socket: string
   return { proc, socket };
 }
 
-async function startGatewireServe(o: StartOptions, listen: string): Promise<Proc> {
-  const proc = gatewire(['serve', path.join(APPS, 'gatewire-app.ts'), '--listen', listen, '--workers', '1'], o);
+async function startGatewireServe(o: StartOptions, listen: string, app = 'gatewire-app.ts'): Promise<Proc> {
+  const proc = gatewire(['serve', path.join(APPS, app), '--listen', listen, '--workers', '1'], o);
   try {
     await ready(proc, listen);
   } catch (err) {
@@ -155,13 +157,17 @@ async function startGatewireServe(o: StartOptions, listen: string): Promise<Proc
   return proc;
 }
 
-async function startGatewireProxy(o: StartOptions, protocol: 'gatewire' | 'uwsgi', address: string): Promise<{ proc: Proc; port: number }> {
+/**
+ * `gatewire proxy` with the default config but for what the bench needs (ports, limits): the access
+ * log is on, as users run it, unless `accessLog: false` (the row that shows what it costs).
+ */
+async function startGatewireProxy(o: StartOptions, protocol: 'gatewire' | 'uwsgi', address: string, accessLog = true): Promise<{ proc: Proc; port: number }> {
   const port = await freePort();
   const file = path.join(o.dir, 'proxy.json');
   const config = {
     listen: { host: '127.0.0.1', port },
     admin: false,
-    log: { level: 'warn', access: false },
+    ...(accessLog ? {} : { log: { access: false } }),
     routes: [{ match: { path_prefix: '/' }, upstream: 'app' }],
     upstreams: {
       app: {
@@ -252,6 +258,19 @@ export const CONFIGURATIONS: Configuration[] = [
       ),
   },
   {
+    id: '2q',
+    label: 'gatewire proxy, access log off → gatewire serve (native, Unix socket)',
+    workers: 'gatewire proxy: 1 process; gatewire serve: master + 1 worker',
+    start: (o) =>
+      chain(
+        async () => {
+          const sock = `unix:${path.join(o.dir, 'app.sock')}`;
+          return { proc: await startGatewireServe(o, sock), sock };
+        },
+        (b) => startGatewireProxy(o, 'gatewire', b.sock, false),
+      ),
+  },
+  {
     id: '2t',
     label: 'gatewire proxy → gatewire serve (native, TCP)',
     workers: 'gatewire proxy: 1 process; gatewire serve: master + 1 worker',
@@ -325,6 +344,46 @@ export const CONFIGURATIONS: Configuration[] = [
       chain(
         () => startUwsgi(o),
         (b) => startGatewireProxy(o, 'uwsgi', `unix:${b.socket}`),
+      ),
+  },
+  {
+    id: 'x2',
+    label: 'Express API: gatewire proxy → gatewire serve (native, Unix socket)',
+    workers: 'gatewire proxy: 1 process; gatewire serve: master + 1 worker',
+    kind: 'express',
+    start: (o) =>
+      chain(
+        async () => {
+          const sock = `unix:${path.join(o.dir, 'app.sock')}`;
+          return { proc: await startGatewireServe(o, sock, 'express-api.ts'), sock };
+        },
+        (b) => startGatewireProxy(o, 'gatewire', b.sock),
+      ),
+  },
+  {
+    id: 'x3',
+    label: 'Express API: fastify + @fastify/reply-from → the same module on node:http',
+    workers: 'reply-from proxy: 1 process; node:http: 1 process',
+    kind: 'express',
+    start: (o) =>
+      chain(
+        async () => {
+          const port = await freePort();
+          const proc = nodeApp(o, 'express-node-http.ts', [`127.0.0.1:${port}`]);
+          await ready(proc, `127.0.0.1:${port}`);
+          return { proc, port };
+        },
+        async (b) => {
+          const port = await freePort();
+          const proc = nodeApp(o, 'reply-from-proxy.ts', [`127.0.0.1:${port}`, `http://127.0.0.1:${b.port}`]);
+          try {
+            await ready(proc, `127.0.0.1:${port}`);
+          } catch (err) {
+            await proc.stop();
+            throw err;
+          }
+          return { proc, port };
+        },
       ),
   },
 ];
