@@ -62,5 +62,6 @@ test('the listen line names the address actually bound: 0.0.0.0, not 127.0.0.1',
   t.after(() => proxy.stop(5000));
   await proxy.waitFor(/gatewire proxy listening on/, 20000);
   assert.match(proxy.output(), new RegExp(`gatewire proxy listening on http://0\\.0\\.0\\.0:${port}\\n`));
-  assert.match(proxy.output(), new RegExp(`"msg":"listening on http://0\\.0\\.0\\.0:${port}`));
+  // the log line is buffered like every log line (flushed within log.flush_interval)
+  await proxy.waitFor(new RegExp(`"msg":"listening on http://0\\.0\\.0\\.0:${port}`), 5000);
 });
