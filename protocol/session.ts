@@ -1,6 +1,6 @@
 // The gatewire native session: multiplexed streams over one socket, with
 // per-stream and per-connection flow control, PING and GOAWAY, implementing
-// the contract in briefs/session-api.md (PROTOCOL.md documents the wire rules).
+// the session contract below (PROTOCOL.md documents the wire rules).
 //
 // Hand-written because it is the protocol itself: HTTP/2 libraries cannot speak
 // our frames. The shape follows Node's http2 core (a session EventEmitter that
@@ -8,7 +8,7 @@
 // credit is returned as bytes arrive, stream credit only once the application
 // has consumed them, so a slow reader stalls its own stream and nothing else.
 //
-// Extensions to the brief (additive, no deviation in names or semantics):
+// Beyond the plain contract (additive, no deviation in names or semantics):
 // - client streams expose `status` and `headers` once 'response' was emitted;
 // - every stream keeps `resetError` (the StreamResetError that ended it, if any);
 // - a StreamResetError is not emitted as 'error' on a stream that has no 'error'
@@ -28,7 +28,7 @@
 //
 // Rules worth knowing when coding against it:
 // - DATA after END_STREAM on a still-active stream is a STREAM error (RESET
-//   STREAM_CLOSED), as session-api.md says — not a connection error; frames for
+//   STREAM_CLOSED) — not a connection error; frames for
 //   streams already closed are ignored (their bytes still count against, and
 //   return, connection credit).
 // - `for await (const c of stream)` destroys the whole Duplex when the body ends

@@ -4,7 +4,7 @@
 // process (nginx worker_processes 1, uWSGI --processes 1, gatewire serve
 // --workers 1; the Node proxies are single-process) plus its master where it
 // has one — masters are counted in their tier's CPU and RSS.
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { freePort, waitForListen } from '../../test/helpers/net.ts';
 import { GATEWIRE_BIN, type Proc, ROOT, startProcess } from '../../test/helpers/procs.ts';
@@ -53,11 +53,14 @@ function nodeApp(o: StartOptions, file: string, args: string[]): Proc {
   return startProcess(NODE, [...(o.nodeFlags ?? []), '--import', TYPESCRIPT_LOADER, path.join(APPS, file), ...args], { cwd: ROOT });
 }
 
+/** The V8 flags of bin/gatewire.js's shebang: what a user who runs `gatewire` gets. */
+const BIN_FLAGS = (/^#!.*\bnode\b(.*)$/m.exec(readFileSync(GATEWIRE_BIN, 'utf8').split('\n')[0]!)?.[1] ?? '').split(/\s+/).filter((f) => f.startsWith('--'));
+
 function gatewire(args: string[], o: StartOptions): Proc {
   // Node flags on the command line, not NODE_OPTIONS (which refuses --cpu-prof);
   // forked workers inherit them through process.execArgv.
   const nodeFlags = o.nodeFlags ?? [];
-  return startProcess(NODE, [...nodeFlags, GATEWIRE_BIN, ...args], { cwd: ROOT });
+  return startProcess(NODE, [...BIN_FLAGS, ...nodeFlags, GATEWIRE_BIN, ...args], { cwd: ROOT });
 }
 
 async function ready(proc: Proc, address: string, re = /listening/i): Promise<void> {
