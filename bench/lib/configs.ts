@@ -73,10 +73,23 @@ async function ready(proc: Proc, address: string, re = /listening/i): Promise<vo
   await waitForListen(address, 30_000);
 }
 
-async function nodeHttpApp(o: StartOptions): Promise<{ proc: Proc; port: number }> {
+async function nodeHttpApp(o: StartOptions, file = 'node-http.ts'): Promise<{ proc: Proc; port: number }> {
   const port = await freePort();
-  const proc = nodeApp(o, 'node-http.ts', [`127.0.0.1:${port}`]);
+  const proc = nodeApp(o, file, [`127.0.0.1:${port}`]);
   await ready(proc, `127.0.0.1:${port}`);
+  return { proc, port };
+}
+
+/** The Node peer: fastify + @fastify/reply-from in front of an HTTP app on `upstreamPort`. */
+async function replyFromProxy(o: StartOptions, upstreamPort: number): Promise<{ proc: Proc; port: number }> {
+  const port = await freePort();
+  const proc = nodeApp(o, 'reply-from-proxy.ts', [`127.0.0.1:${port}`, `http://127.0.0.1:${upstreamPort}`]);
+  try {
+    await ready(proc, `127.0.0.1:${port}`);
+  } catch (err) {
+    await proc.stop();
+    throw err;
+  }
   return { proc, port };
 }
 
@@ -293,17 +306,7 @@ export const CONFIGURATIONS: Configuration[] = [
     start: (o) =>
       chain(
         () => nodeHttpApp(o),
-        async (b) => {
-          const port = await freePort();
-          const proc = nodeApp(o, 'reply-from-proxy.ts', [`127.0.0.1:${port}`, `http://127.0.0.1:${b.port}`]);
-          try {
-            await ready(proc, `127.0.0.1:${port}`);
-          } catch (err) {
-            await proc.stop();
-            throw err;
-          }
-          return { proc, port };
-        },
+        (b) => replyFromProxy(o, b.port),
       ),
   },
   {
@@ -370,23 +373,8 @@ export const CONFIGURATIONS: Configuration[] = [
     kind: 'express',
     start: (o) =>
       chain(
-        async () => {
-          const port = await freePort();
-          const proc = nodeApp(o, 'express-node-http.ts', [`127.0.0.1:${port}`]);
-          await ready(proc, `127.0.0.1:${port}`);
-          return { proc, port };
-        },
-        async (b) => {
-          const port = await freePort();
-          const proc = nodeApp(o, 'reply-from-proxy.ts', [`127.0.0.1:${port}`, `http://127.0.0.1:${b.port}`]);
-          try {
-            await ready(proc, `127.0.0.1:${port}`);
-          } catch (err) {
-            await proc.stop();
-            throw err;
-          }
-          return { proc, port };
-        },
+        () => nodeHttpApp(o, 'express-node-http.ts'),
+        (b) => replyFromProxy(o, b.port),
       ),
   },
 ];
