@@ -11,6 +11,8 @@ export interface AppExchange extends Duplex {
   /** Which wire the request came on; read where the request head is decoded, never by the adapters. */
   readonly protocol: 'native' | 'uwsgi';
   readonly headersSent: boolean;
+  /** Native streams only: the request asked for an upgrade (PROTOCOL.md 4.3); a 101 makes it a tunnel. */
+  readonly upgrade?: boolean;
   /** headers: flat [name, value, ...], lower-case names, repeats (set-cookie) as repeated pairs. */
   respond(status: number, headers: Vars, opts?: { endStream?: boolean }): void;
   /** Optional: head, a whole body and the end in one write (what respond() + end(body) do, cheaper). */

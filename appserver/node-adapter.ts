@@ -13,6 +13,8 @@
 import { EventEmitter } from 'node:events';
 import { IncomingMessage, ServerResponse } from 'node:http';
 import { ErrorCode } from '../protocol/constants.ts';
+// Hop-by-hop headers Node renders for its own HTTP/1.1 connection never go out: the exchange frames the body itself.
+import { HOP_BY_HOP } from '../protocol/hop-by-hop.ts';
 import { httpHeadersFromVars } from '../protocol/uwsgi.ts';
 import type { Vars } from '../protocol/vars.ts';
 import type { NodeListener } from './app.ts';
@@ -20,8 +22,6 @@ import type { AppExchange, RequestHead } from './exchange.ts';
 import { emitDrainIfNeeded, type ResponseOutput, routeResponse, setRawHeaders } from './node-internals.ts';
 import type { RequestScope } from './scope.ts';
 
-// Hop-by-hop headers Node renders for its own HTTP/1.1 connection: the exchange frames the body itself.
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'proxy-connection', 'upgrade']);
 const HIGH_WATER_MARK = 64 * 1024;
 
 /**
