@@ -8,8 +8,25 @@
 // because a config that fails on its first error only makes users iterate.
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
+import path from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
+import {
+  type CompressConfig,
+  type ConnZoneConfig,
+  crossCheckEdge,
+  edgeSchemas,
+  type LimitStoreConfig,
+  normaliseCompress,
+  normaliseLimits,
+  normaliseRouteLimits,
+  normaliseStatic,
+  normaliseUpstreamQueue,
+  type RateZoneConfig,
+  type RouteLimitsConfig,
+  type StaticConfig,
+  type UpstreamQueueConfig,
+} from './edge-config.ts';
 
 export interface ProxyConfig {
   /** Path it was loaded from ('<inline>' for parseConfig without file). */
@@ -20,7 +37,17 @@ export interface ProxyConfig {
   /** CIDRs whose X-Forwarded-For is trusted (appended either way). */
   trust_proxy: boolean | string[];
   log: { level: string; access: boolean };
-  limits: { max_header_size: number; header_timeout_ms: number; keepalive_timeout_ms: number; max_connections: number };
+  limits: {
+    max_header_size: number;
+    header_timeout_ms: number;
+    keepalive_timeout_ms: number;
+    max_connections: number;
+    rate: Record<string, RateZoneConfig>;
+    conn: Record<string, ConnZoneConfig>;
+    store: LimitStoreConfig;
+  };
+  /** Response compression for every route that does not say otherwise; null = off (NGINX `gzip off`). */
+  compress: CompressConfig | null;
   /** DNS servers used for `resolve: true` servers; empty = the system resolver (getaddrinfo: /etc/hosts, search domains). */
   resolver: ResolverConfig;
   routes: RouteConfig[];
@@ -36,8 +63,13 @@ export interface ResolverConfig {
 
 export interface RouteConfig {
   match: { host?: string; path_prefix: string };
-  upstream: string;
+  /** null: a static-only route. */
+  upstream: string | null;
   strip_prefix: boolean;
+  static: StaticConfig | null;
+  /** The route's own compress, else the top-level one. */
+  compress: CompressConfig | null;
+  limits: RouteLimitsConfig;
 }
 
 export interface HealthCheckConfig {
@@ -74,6 +106,8 @@ export interface UpstreamConfig {
   resolve_interval_ms: number;
   /** Copy of the top-level resolver settings, so that a pool can resolve on its own. */
   resolver: { servers: string[]; timeout_ms: number };
+  /** Requests waiting for a server under its max_conns. */
+  queue: UpstreamQueueConfig;
 }
 
 /** address forms: "host:port", "[::1]:port", "unix:/path.sock"; for http protocol also "http://host:port" (normalised to "host:port"). */
@@ -84,6 +118,8 @@ export interface ServerConfig {
   resolve: boolean;
   max_fails?: number;
   fail_timeout_ms?: number;
+  /** Requests in flight to this server at most (NGINX `server ... max_conns=`); 0 = no limit. */
+  max_conns?: number;
 }
 
 export interface ConfigProblem {
@@ -197,6 +233,8 @@ const obj = (properties: Record<string, Schema>, required: string[] = []): Schem
   additionalProperties: false,
 });
 
+const EDGE = edgeSchemas({ duration, size });
+
 const SERVER_SCHEMA = obj(
   {
     address: str(),
@@ -206,6 +244,7 @@ const SERVER_SCHEMA = obj(
     resolve: bool(),
     max_fails: int(0),
     fail_timeout: duration(),
+    ...EDGE.server,
   },
   ['address'],
 );
@@ -244,6 +283,7 @@ const UPSTREAM_SCHEMA = obj({
   max_body: size(),
   body_buffer_size: size(),
   resolve_interval: duration(),
+  ...EDGE.upstream,
 });
 
 const ROOT_SCHEMA = obj(
@@ -266,7 +306,9 @@ const ROOT_SCHEMA = obj(
       header_timeout: duration(),
       keepalive_timeout: duration(),
       max_connections: int(0),
+      ...EDGE.limits,
     }),
+    compress: EDGE.compress,
     resolver: obj({ servers: { type: 'array', items: str() }, timeout: duration(), interval: duration() }),
     routes: {
       type: 'array',
@@ -276,8 +318,9 @@ const ROOT_SCHEMA = obj(
           match: obj({ host: str(), path_prefix: { type: 'string', pattern: '^/', 'x-kind': 'path' } }),
           upstream: str(),
           strip_prefix: bool(),
+          ...EDGE.route,
         },
-        ['upstream'],
+        [],
       ),
     },
     // Local appservers for `gatewire up`; cli/up.ts validates them, the proxy ignores them.
@@ -616,6 +659,7 @@ export function parseConfig(text: string, file = '<inline>'): ProxyConfig {
   }
   const raw = data as Record<string, any>;
   crossCheck(raw, problems);
+  crossCheckEdge(raw, problems);
   if (problems.list.length > 0) throw new ConfigError(problems.sorted());
   return normalise(raw, file);
 }
@@ -764,6 +808,7 @@ function normalise(raw: Record<string, any>, file: string): ProxyConfig {
         const out: ServerConfig = { address: a.address, weight: s.weight ?? 1, backup: s.backup ?? false, resolve: s.resolve ?? false };
         if (s.max_fails !== undefined) out.max_fails = s.max_fails;
         if (s.fail_timeout !== undefined) out.fail_timeout_ms = parseDuration(s.fail_timeout);
+        if (s.max_conns !== undefined) out.max_conns = s.max_conns;
         return out;
       }),
       max_fails: u.max_fails ?? D.max_fails,
@@ -793,6 +838,7 @@ function normalise(raw: Record<string, any>, file: string): ProxyConfig {
       body_buffer_size: parseSize(u.body_buffer_size ?? D.body_buffer_size),
       resolve_interval_ms: u.resolve_interval !== undefined ? parseDuration(u.resolve_interval) : resolver.interval_ms,
       resolver: { servers: [...resolver.servers], timeout_ms: resolver.timeout_ms },
+      queue: normaliseUpstreamQueue(u.queue),
     };
   }
   const admin = raw.admin === false ? null : { host: raw.admin?.host ?? DEFAULTS.admin.host, port: raw.admin?.port ?? DEFAULTS.admin.port };
@@ -812,12 +858,17 @@ function normalise(raw: Record<string, any>, file: string): ProxyConfig {
       header_timeout_ms: parseDuration(limits.header_timeout ?? DEFAULTS.limits.header_timeout),
       keepalive_timeout_ms: parseDuration(limits.keepalive_timeout ?? DEFAULTS.limits.keepalive_timeout),
       max_connections: limits.max_connections ?? DEFAULTS.limits.max_connections,
+      ...normaliseLimits(limits),
     },
+    compress: normaliseCompress(raw.compress),
     resolver,
     routes: (raw.routes as Record<string, any>[]).map((r) => ({
       match: { ...(r.match?.host !== undefined ? { host: r.match.host } : {}), path_prefix: r.match?.path_prefix ?? '/' },
-      upstream: r.upstream,
+      upstream: r.upstream ?? null,
       strip_prefix: r.strip_prefix ?? false,
+      static: normaliseStatic(r.static, (dir) => path.resolve(file === '<inline>' ? process.cwd() : path.dirname(file), dir)),
+      compress: r.compress === undefined ? normaliseCompress(raw.compress) : normaliseCompress(r.compress),
+      limits: normaliseRouteLimits(r.limits),
     })),
     upstreams,
   };

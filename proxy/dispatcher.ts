@@ -19,6 +19,7 @@ import type { ProxyMetrics } from './metrics.ts';
 import type { SelectionContext } from './selection-policies.ts';
 import type { Transport, TransportRequest, TransportResponse } from './transports/transport.ts';
 import type { UpstreamPool } from './upstreams.ts';
+import type { WaitQueue } from './conn-limits.ts';
 
 export const kProxyRequest = Symbol('gatewire.proxyRequest');
 
@@ -30,6 +31,8 @@ export interface UpstreamRuntime {
   readonly transport: Transport;
   /** Exchanges of this upstream in flight (status, drain on reload). */
   inflight: number;
+  /** Requests waiting for a server under its max_conns; null without queue.size. */
+  readonly queue: WaitQueue | null;
 }
 
 export interface DispatchOptions {
@@ -138,6 +141,23 @@ export class ProxyRequest implements TransportRequest, SelectionContext {
   private attempt(): void {
     const up = this.upstream;
     const host = up.pool.select(this, this.tried ?? undefined);
+    if (host === null && this.lastError === null && up.queue !== null && up.pool.hosts.some((h) => h.atCapacity())) {
+      // every server that could take it is at max_conns: wait for one to finish (NGINX Plus `queue`)
+      const cancel = up.queue.wait(
+        () => {
+          this.cancel = null;
+          if (!this.aborted) this.attempt();
+        },
+        () => {
+          this.cancel = null;
+          failWith(this, new NoHealthyUpstreamError(up.name));
+        },
+      );
+      if (cancel !== null) {
+        this.cancel = cancel;
+        return;
+      }
+    }
     if (host === null) {
       // after failed tries the client hears about the last failure (502/504), like NGINX;
       // 503 only when no server could be tried at all. Asynchronous on purpose (reply-from).
@@ -201,6 +221,7 @@ export class ProxyRequest implements TransportRequest, SelectionContext {
     this.host = null;
     host.release();
     const up = this.upstream;
+    up.queue?.wake();
     if (err.hostFailure) {
       host.markFailure();
       if (err.code === 'GW_UPSTREAM_CONNECT') up.pool.reresolve();
@@ -233,6 +254,7 @@ export class ProxyRequest implements TransportRequest, SelectionContext {
     if (this.host !== null) {
       this.host.release();
       this.host = null;
+      this.upstream.queue?.wake();
     }
     this.upstream.inflight--;
   }

@@ -31,6 +31,11 @@ import { HttpTransport } from './transports/http.ts';
 import type { Transport, TransportRequest } from './transports/transport.ts';
 import { UwsgiTransport } from './transports/uwsgi.ts';
 import { type NameResolver, UpstreamPool } from './upstreams.ts';
+import { Compression, replyHead } from './compression.ts';
+import { ConcurrencyLimit, WaitQueue } from './conn-limits.ts';
+import { limitKeyValue } from './limit-keys.ts';
+import { RateLimits } from './rate-limits.ts';
+import { StaticFiles } from './static-files.ts';
 
 export interface ProxyServerOptions {
   logger?: Logger;
@@ -56,6 +61,7 @@ class Runtime implements UpstreamRuntime {
   readonly pool: UpstreamPool;
   readonly transport: Transport;
   readonly health: HealthChecker | null;
+  readonly queue: WaitQueue | null;
   inflight = 0;
   private drainTimer: NodeJS.Timeout | null = null;
 
@@ -72,6 +78,7 @@ class Runtime implements UpstreamRuntime {
     this.name = cfg.name;
     this.pool = new UpstreamPool(cfg, { resolver: opts.resolver, logger: log });
     this.transport = createTransport(cfg);
+    this.queue = cfg.queue.size > 0 ? new WaitQueue(`upstream:${cfg.name}`, cfg.queue.size, cfg.queue.timeout_ms, opts.metrics?.edge ?? null) : null;
     this.health = cfg.health_check
       ? new HealthChecker(this.pool, (host, path, timeoutMs) => probe(this.transport, host, path, timeoutMs), {
           logger: log,
@@ -91,6 +98,7 @@ class Runtime implements UpstreamRuntime {
   retire(force = false): Promise<void> {
     this.health?.stop();
     this.pool.stop();
+    this.queue?.flush();
     if (force || this.inflight === 0) return this.transport.close(force);
     return new Promise((resolve) => {
       this.drainTimer = setInterval(() => {
@@ -144,13 +152,20 @@ interface CompiledRoute {
   wildcard: boolean;
   prefix: string;
   strip: boolean;
-  runtime: Runtime;
+  /** null: a static-only route. */
+  runtime: Runtime | null;
   label: string;
+  static: StaticFiles | null;
+  compression: Compression | null;
+  rate: string[];
+  conn: ConcurrencyLimit[];
 }
 
 class Generation {
   readonly routes: CompiledRoute[];
   readonly runtimes: Map<string, Runtime>;
+  /** limits.conn zones by name; one kept from the previous generation while its config is unchanged. */
+  readonly connZones: Map<string, { key: string; limit: ConcurrencyLimit }>;
   readonly trust: (ip: string) => boolean;
   readonly scheme: 'http' | 'https';
 
@@ -168,16 +183,29 @@ class Generation {
       const old = previous?.runtimes.get(name);
       this.runtimes.set(name, old && old.key === key ? old : new Runtime(cfg, key, opts, log));
     }
+    const edge = opts.metrics?.edge ?? null;
+    this.connZones = new Map();
+    for (const z of Object.values(config.limits.conn)) {
+      const key = JSON.stringify(z);
+      const old = previous?.connZones.get(z.name);
+      this.connZones.set(z.name, old && old.key === key ? old : { key, limit: new ConcurrencyLimit(z, edge) });
+    }
     this.routes = config.routes.map((r) => {
       const h = r.match.host?.toLowerCase() ?? null;
       const wildcard = h?.startsWith('*.') ?? false;
+      const label = `${r.match.host ?? ''}${r.match.path_prefix}`;
+      const compression = r.compress ? new Compression(r.compress, edge) : null;
       return {
         host: wildcard ? (h as string).slice(1) : h,
         wildcard,
         prefix: r.match.path_prefix,
         strip: r.strip_prefix,
-        runtime: this.runtimes.get(r.upstream) as Runtime,
-        label: `${r.match.host ?? ''}${r.match.path_prefix}`,
+        runtime: r.upstream === null ? null : (this.runtimes.get(r.upstream) as Runtime),
+        label,
+        static: r.static ? new StaticFiles(r.static, { prefix: r.match.path_prefix, strip: r.strip_prefix, label }, compression, edge) : null,
+        compression,
+        rate: r.limits.rate,
+        conn: r.limits.conn.map((n) => (this.connZones.get(n) as { limit: ConcurrencyLimit }).limit),
       };
     });
     // NGINX order: exact host, wildcard host, any host; within one, the longest prefix.
@@ -227,6 +255,8 @@ const kProxy = Symbol('gatewire.proxyServer');
 declare module 'fastify' {
   interface FastifyRequest {
     gw: ProxyRequest | null;
+    /** The matched route's compression, applied to the upstream's response. */
+    gwCompress: Compression | null;
   }
 }
 
@@ -258,6 +288,7 @@ export class ProxyServer {
   private gaugeTimer: NodeJS.Timeout | null = null;
   private readonly accessLog: boolean;
   private closing = false;
+  private readonly rateLimits: RateLimits;
 
   constructor(config: ProxyConfig, opts: ProxyServerOptions = {}) {
     this.opts = opts;
@@ -265,6 +296,7 @@ export class ProxyServer {
     this.metrics = opts.metrics ?? null;
     this.accessLog = config.log.access;
     this.gen = new Generation(config, null, opts, this.log);
+    this.rateLimits = new RateLimits(config.limits.rate, config.limits.store, this.metrics?.edge ?? null, this.log);
     this.app = this.buildApp(config);
   }
 
@@ -326,6 +358,7 @@ export class ProxyServer {
     app.removeAllContentTypeParsers();
     app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
     app.decorateRequest('gw', null);
+    app.decorateRequest('gwCompress', null);
 
     app.register(replyFrom, {
       undici: this.dispatcher as never,
@@ -370,6 +403,7 @@ export class ProxyServer {
     app.addHook('onClose', async () => {
       if (this.gaugeTimer) clearInterval(this.gaugeTimer);
       await Promise.all([...this.gen.runtimes.values()].map((r) => r.retire(true)));
+      await this.rateLimits.close();
     });
     return app;
   }
@@ -392,12 +426,122 @@ export class ProxyServer {
     if (this.closing) reply.header('connection', 'close');
     if (route === null) return sendShort(reply, 404);
     const runtime = route.runtime;
-    const maxBody = runtime.cfg.max_body;
     const cl = raw.headers['content-length'];
-    if (cl !== undefined && Number(cl) > maxBody) {
+    if (runtime !== null && cl !== undefined && Number(cl) > runtime.cfg.max_body) {
       reply.header('connection', 'close');
       return sendShort(reply, 413);
     }
+    if (route.rate.length > 0 || route.conn.length > 0) return this.limit(request, reply, route, path, url, replyOpts);
+    if (route.static !== null) return this.serveStatic(request, reply, route, path, url, replyOpts);
+    return this.forward(request, reply, route.runtime as Runtime, route, url, replyOpts);
+  }
+
+  /** limits.rate then limits.conn of the route; an admitted request goes on to its files or upstream. */
+  private limit(request: FastifyRequest, reply: FastifyReply, route: CompiledRoute, path: string, url: string, replyOpts: object): FastifyReply {
+    const raw = request.raw;
+    const gen = this.gen;
+    const peer = raw.socket.remoteAddress ?? '';
+    const keyOf = (z: { key: Parameters<typeof limitKeyValue>[0] }) => limitKeyValue(z.key, peer, raw.headers, gen.trust);
+    const admitted = (): FastifyReply => {
+      if (route.conn.length === 0) return this.afterLimits(request, reply, route, path, url, replyOpts);
+      return this.takeConnSlots(request, reply, route, 0, keyOf, () => this.afterLimits(request, reply, route, path, url, replyOpts));
+    };
+    if (route.rate.length === 0) return admitted();
+    const verdict = this.rateLimits.check(route.rate, keyOf);
+    const decide = (v: Awaited<typeof verdict>): FastifyReply => {
+      for (const [name, value] of v.headers) reply.header(name, value);
+      if (v.status !== 0) {
+        // NGINX's limit_req_log_level error: one line per refused request is the log users watch
+        this.log.warn({ reqId: request.id, path: url, status: v.status, route: route.label }, v.status === 429 ? 'rate limited' : 'rate limit store unavailable');
+        return sendShort(reply, v.status);
+      }
+      return admitted();
+    };
+    if (!(verdict instanceof Promise)) return decide(verdict);
+    verdict.then(decide, (err) => reply.send(err));
+    return reply;
+  }
+
+  /** Takes a slot of each conn zone in turn (waiting where the zone queues), released when the response closes. */
+  private takeConnSlots(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    route: CompiledRoute,
+    i: number,
+    keyOf: (z: { key: Parameters<typeof limitKeyValue>[0] }) => string,
+    then: () => FastifyReply,
+  ): FastifyReply {
+    if (i === route.conn.length) return then();
+    const limit = route.conn[i];
+    const zone = this.gen.config.limits.conn[limit.name];
+    const key = zone === undefined ? '' : keyOf(zone);
+    if (key === '') return this.takeConnSlots(request, reply, route, i + 1, keyOf, then);
+    const res = reply.raw;
+    const got = limit.acquire(key, (cancel) => res.once('close', cancel));
+    const next = (ok: boolean): FastifyReply => {
+      if (res.destroyed) {
+        if (ok) limit.release(key);
+        return reply;
+      }
+      if (!ok) {
+        this.log.warn({ reqId: request.id, path: request.raw.url, zone: limit.name }, 'connection limit reached');
+        return sendShort(reply, 503);
+      }
+      res.once('close', () => limit.release(key));
+      return this.takeConnSlots(request, reply, route, i + 1, keyOf, then);
+    };
+    if (got === true || got === false) return next(got);
+    got.then(next, (err) => reply.send(err));
+    return reply;
+  }
+
+  private afterLimits(request: FastifyRequest, reply: FastifyReply, route: CompiledRoute, path: string, url: string, replyOpts: object): FastifyReply {
+    if (route.static !== null) return this.serveStatic(request, reply, route, path, url, replyOpts);
+    return this.forward(request, reply, route.runtime as Runtime, route, url, replyOpts);
+  }
+
+  /** routes[].static: a file, else (try_files ending in "@upstream") the route's upstream. */
+  private serveStatic(request: FastifyRequest, reply: FastifyReply, route: CompiledRoute, path: string, url: string, replyOpts: object): FastifyReply {
+    const raw = request.raw;
+    const started = performance.now();
+    const q = url.indexOf('?');
+    (route.static as StaticFiles).serve(raw as { method: string; headers: IncomingMessage['headers'] }, path, q < 0 ? '' : url.slice(q)).then(
+      (answer) => {
+        if (reply.raw.destroyed) {
+          if (answer.kind === 'response' && answer.body !== null && typeof answer.body === 'object' && 'destroy' in answer.body) answer.body.destroy();
+          return;
+        }
+        if (answer.kind === 'upstream') {
+          if (route.runtime === null) sendShort(reply, 404);
+          else this.forward(request, reply, route.runtime as Runtime, route, url, replyOpts);
+          return;
+        }
+        reply.raw.once('close', () => this.finishLocal(reply.raw, request, route, started));
+        reply.code(answer.status).headers(answer.headers as Record<string, string>);
+        reply.send(answer.body ?? undefined);
+      },
+      (err) => reply.send(err),
+    );
+    return reply;
+  }
+
+  /** Access log and metrics of an answer the proxy gave itself (a file), as finish() does for exchanges. */
+  private finishLocal(res: ServerResponse, request: FastifyRequest, route: CompiledRoute, started: number): void {
+    const status = res.writableFinished ? res.statusCode : 499;
+    const ms = performance.now() - started;
+    this.metrics?.requestFinished(route.label, 'static', status, ms / 1000, 0, 0);
+    if (this.accessLog) {
+      this.log.info({ reqId: request.id, method: request.raw.method, path: request.raw.url, status, upstream: 'static', ms: Math.round(ms * 100) / 100 }, 'access');
+    }
+  }
+
+  private forward(request: FastifyRequest, reply: FastifyReply, runtime: Runtime, route: CompiledRoute, url: string, replyOpts: object): FastifyReply {
+    const raw = request.raw;
+    const gen = this.gen;
+    const hostname = hostnameOf(raw.headers.host ?? (raw.headers[':authority'] as string | undefined) ?? '');
+    const maxBody = runtime.cfg.max_body;
+    const cl = raw.headers['content-length'];
+    request.gwCompress = route.compression;
     const socket = raw.socket;
     const ctx = new ProxyRequest(
       runtime,
@@ -693,7 +837,11 @@ function rewriteResponseHeaders(headers: Record<string, unknown>, request: Fasti
 }
 
 function onUpstreamResponse(request: FastifyRequest, reply: FastifyReply, res: { stream: Readable; headers: Record<string, unknown> }): void {
-  reply.send(res.stream);
+  const compression = request.gwCompress;
+  if (compression !== null) {
+    const raw = request.raw;
+    reply.send(compression.apply(raw.method as string, raw.headers['accept-encoding'], reply.statusCode, replyHead(reply), res.stream));
+  } else reply.send(res.stream);
   // Fastify writes the head with the first body chunk; an event stream may stay silent for
   // a long time, so its head goes out now.
   const ct = res.headers['content-type'];
