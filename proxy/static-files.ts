@@ -289,8 +289,9 @@ export class StaticFiles {
     headers['last-modified'] = lastModified;
     headers['accept-ranges'] = 'bytes';
     if (enc !== null) headers['content-encoding'] = enc;
+    const ruleTarget = relPath.charCodeAt(0) === 47 ? relPath.slice(1) : relPath;
     for (const rule of this.cacheRules) {
-      if (rule.re.test(relPath)) {
+      if (rule.re.test(ruleTarget)) {
         headers['cache-control'] = rule.value;
         break;
       }

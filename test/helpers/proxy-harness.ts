@@ -204,7 +204,7 @@ export interface UpstreamSpec {
 }
 
 export interface ProxySpec {
-  routes?: Array<{ match: { host?: string; path_prefix: string }; upstream: string; strip_prefix?: boolean }>;
+  routes?: Array<{ match: { host?: string; path_prefix: string }; upstream?: string; strip_prefix?: boolean; [key: string]: unknown }>;
   upstreams: Record<string, UpstreamSpec>;
   [key: string]: unknown;
 }
