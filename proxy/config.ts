@@ -495,7 +495,7 @@ function ajvMessage(err: ErrorObject, data: unknown): { segs: Seg[]; message: st
       if (segs.length === 1 && segs[0] === 'upstreams') return { segs, message: 'no upstreams (define at least one, e.g. web: { servers: [{ address: "127.0.0.1:9000" }] })' };
       return { segs, message: 'must name exactly one of header, cookie, uri (e.g. { header: X-User-Id })' };
     case 'maxProperties':
-      return { segs, message: `must name exactly one of header, cookie, uri, got ${Object.keys(getAt(data, segs) as object).join(', ')}` };
+      return { segs, message: `must name exactly one of ${Object.keys((parent?.properties as object) ?? {}).join(', ')}, got ${Object.keys(getAt(data, segs) as object).join(', ')}` };
     default:
       return { segs, message: err.message ?? 'is invalid' };
   }

@@ -247,7 +247,7 @@ export function crossCheckEdge(raw: Record<string, any>, problems: ProblemSink):
           const at = ['routes', i, 'static', 'try_files', j];
           if (t === '@upstream') {
             if (!last) problems.add(at, '"@upstream" must be the last entry (the route\'s upstream answers when no file matched)');
-            else if (!hasUpstream) problems.add(at, '"@upstream" needs the route\'s upstream (add upstream: NAME to this route)');
+            if (!hasUpstream) problems.add(at, '"@upstream" needs the route\'s upstream (add upstream: NAME to this route)');
           } else if (/^=\d{3}$/.test(t)) {
             if (!last) problems.add(at, `${JSON.stringify(t)} must be the last entry`);
           } else if (t.startsWith('@')) {
