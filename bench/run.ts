@@ -1,4 +1,4 @@
-// `npm run bench [-- --quick] [--only hello,64k,post,sse,idle,bulk] [--configs 2,3] [--rounds N] [--cpu-prof DIR]`
+// `npm run bench [-- --quick] [--only hello,64k,post,sse,idle,bulk,static] [--configs 2,3] [--rounds N] [--cpu-prof DIR]`
 //
 // Starts every configuration of the bench issue on loopback, loads it from a
 // separate process (wrk, or the small clients in bench/lib), measures CPU and
@@ -19,6 +19,7 @@ import { ForeignLoad, TierMonitor, type TierUsage, tierRssKb, waitForCalm } from
 import { median, ratio, sum } from './lib/stats.ts';
 import { type Column, markdownTable, type TableRow } from './lib/table.ts';
 import { runWrk, writePostScript } from './lib/wrk.ts';
+import { runStaticBench } from './static.ts';
 
 type ScenarioId = 'hello' | '64k' | 'post' | 'sse' | 'idle' | 'bulk';
 
@@ -392,7 +393,7 @@ async function main(): Promise<void> {
   });
   if (args.help) {
     process.stdout.write(
-      'usage: npm run bench -- [--quick] [--only hello,64k,post,sse,idle,bulk] [--configs 0,1,2,3,4,5,6,7] [--rounds N] [--duration S] [--cpu-prof DIR] [--json FILE]\n',
+      'usage: npm run bench -- [--quick] [--only hello,64k,post,sse,idle,bulk,static] [--configs 0,1,2,3,4,5,6,7] [--rounds N] [--duration S] [--cpu-prof DIR] [--json FILE]\n',
     );
     return;
   }
@@ -415,7 +416,9 @@ async function main(): Promise<void> {
   const only = args.only ? new Set(args.only.split(',').map((s) => s.trim())) : undefined;
   const scenarios = SCENARIOS.filter((s) => !only || only.has(s.id));
   const configs = selectConfigurations(args.configs);
-  if (scenarios.length === 0 || configs.length === 0) throw new Error('nothing selected: check --only / --configs');
+  // static files (issue 14) compare gatewire with nginx on their own, outside the configurations
+  const wantStatic = !only || only.has('static');
+  if ((scenarios.length === 0 && !wantStatic) || configs.length === 0) throw new Error('nothing selected: check --only / --configs');
   if (set.cpuProfDir) mkdirSync(set.cpuProfDir, { recursive: true });
 
   const started = Date.now();
@@ -437,7 +440,12 @@ async function main(): Promise<void> {
     }
   }
 
-  const report = buildReport(scenarios, configs, samples, failures, set, started);
+  const report = scenarios.length > 0 ? buildReport(scenarios, configs, samples, failures, set, started) : { markdown: '', json: {} as Record<string, unknown> };
+  if (wantStatic) {
+    const st = await runStaticBench({ rounds: set.rounds, durationS: set.durationS, connections: set.connections, calmMs: set.calmMs }, log);
+    report.markdown += `\n${st.markdown}`;
+    (report.json as Record<string, unknown>).static = { ...st.json, bar: st.bar };
+  }
   process.stdout.write(report.markdown);
   const jsonFile = args.json ? path.resolve(args.json) : path.join(ROOT, 'bench/results/latest.json');
   mkdirSync(path.dirname(jsonFile), { recursive: true });

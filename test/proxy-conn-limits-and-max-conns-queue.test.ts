@@ -32,7 +32,8 @@ test('limits.conn: one request per client at a time, a short queue, then 503', {
   const u = proxy.url;
 
   // no queue: the second concurrent request of the same client is refused at once
-  const strict = await Promise.all([timed(`${u}/strict/slow?ms=800`), (async () => (await new Promise((r) => setTimeout(r, 150)), timed(`${u}/strict/slow?ms=10`)))()]);
+  const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const strict = await Promise.all([timed(`${u}/strict/slow?ms=800`), delay(150).then(() => timed(`${u}/strict/slow?ms=10`))]);
   assert.equal(strict[0].status, 200);
   assert.equal(strict[1].status, 503);
   assert.ok(strict[1].ms < 500, `refused at once, took ${strict[1].ms} ms`);
@@ -44,7 +45,6 @@ test('limits.conn: one request per client at a time, a short queue, then 503', {
   );
 
   // queue of one: the second waits for the first and is served; the third finds the queue full
-  const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const queued = await Promise.all([
     timed(`${u}/queued/slow?ms=800`),
     delay(100).then(() => timed(`${u}/queued/slow?ms=10`)),
