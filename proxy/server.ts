@@ -98,7 +98,8 @@ class Runtime implements UpstreamRuntime {
   retire(force = false): Promise<void> {
     this.health?.stop();
     this.pool.stop();
-    this.queue?.flush();
+    // waiters are woken by the exchanges still draining; only a forced close gives up on them
+    if (force) this.queue?.flush();
     if (force || this.inflight === 0) return this.transport.close(force);
     return new Promise((resolve) => {
       this.drainTimer = setInterval(() => {
@@ -704,6 +705,7 @@ export class ProxyServer {
       }
     }
     this.gen = next;
+    this.rateLimits.update(config.limits.rate, config.limits.store);
     this.generation++;
     this.reloads++;
     const kept = new Set(next.runtimes.values());
