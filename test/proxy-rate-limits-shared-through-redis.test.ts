@@ -74,7 +74,7 @@ test('two proxy processes share one zone through redis-server; Redis away fails 
   const app = await startNodeBackend(t, 'app');
   const spec = (onError: 'allow' | 'deny') => ({
     limits: {
-      store: { redis: redis.url, on_store_error: onError, timeout: '200ms', prefix: `gw-test-${process.pid}:` },
+      store: { redis: redis.url, on_store_error: onError, timeout: '2s', prefix: `gw-test-${process.pid}:` },
       rate: { shared: { key: { header: 'X-Client' }, rate: '10r/m', burst: 4 } },
     },
     routes: [{ match: { path_prefix: '/' }, upstream: 'app', limits: { rate: ['shared'] } }],
