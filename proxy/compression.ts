@@ -11,7 +11,7 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import zlib from 'node:zlib';
-import type { CompressConfig, Encoding } from './edge-config.ts';
+import type { CompressConfig, Encoding } from './config/edge.ts';
 import type { EdgeMetrics } from './edge-metrics.ts';
 
 /** zstd arrived in Node 22.15/23.8; older runtimes simply do not offer it. */

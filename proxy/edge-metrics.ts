@@ -2,7 +2,7 @@
 // proxy's registry. Their series are few (per route, zone or encoding) and each update is a
 // prom-client call: these paths do file or zlib work that dwarfs it.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { Encoding } from './edge-config.ts';
+import type { Encoding } from './config/edge.ts';
 
 const WAIT_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 

@@ -1,7 +1,7 @@
 // The key a rate or connection limit counts by (NGINX's `limit_req_zone $key`): the client address,
 // a request header or a cookie.
 import type { IncomingHttpHeaders } from 'node:http';
-import type { LimitKey } from './edge-config.ts';
+import type { LimitKey } from './config/edge.ts';
 
 /**
  * The client's address as NGINX's realip module with `real_ip_recursive on` finds it: the peer,

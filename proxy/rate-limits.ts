@@ -13,7 +13,7 @@
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { LimitStoreConfig, RateZoneConfig } from './edge-config.ts';
+import type { LimitStoreConfig, RateZoneConfig } from './config/edge.ts';
 import type { EdgeMetrics } from './edge-metrics.ts';
 
 /** [allowed 0|1, ms until a request would pass, ms until the bucket is empty again]. */

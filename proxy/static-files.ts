@@ -17,7 +17,7 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import path from 'node:path';
 import sendModule from '@fastify/send';
 import { type Compression, negotiateEncoding, objectHead } from './compression.ts';
-import type { Encoding, StaticConfig } from './edge-config.ts';
+import type { Encoding, StaticConfig } from './config/edge.ts';
 import type { EdgeMetrics } from './edge-metrics.ts';
 
 const mime = (sendModule as unknown as { mime: { getType(p: string): string | null } }).mime;

@@ -1,8 +1,8 @@
 // Config of the edge features NGINX users reach for: static files (routes[].static), compression
 // (compress: top-level and per route), rate and connection limits (limits.rate, limits.conn,
 // limits.store, routes[].limits, servers[].max_conns, upstream queue). Schema fragments, the
-// checks a schema cannot express, and normalisation; config.ts plugs them into the whole.
-import { parseDuration, parseSize } from './config.ts';
+// checks a schema cannot express, and normalisation; schema.ts and normalise.ts plug them in.
+import { parseDuration, parseSize } from '../../protocol/units.ts';
 
 type Schema = Record<string, unknown>;
 type Seg = string | number;
