@@ -16,7 +16,7 @@ async function statuses(urls: string[], n: number, headers: Record<string, strin
 
 test('rate zones in memory: burst then 429 with Retry-After and RateLimit headers; keys; dry_run; trust_proxy', { timeout: 60000 }, async (t) => {
   const app = await startNodeBackend(t, 'app');
-  const proxy = await startProxy(t, {
+  const spec = {
     trust_proxy: ['127.0.0.2'],
     limits: {
       rate: {
@@ -33,8 +33,9 @@ test('rate zones in memory: burst then 429 with Retry-After and RateLimit header
       { match: { path_prefix: '/watched' }, upstream: 'app', limits: { rate: ['watch'] } },
       { match: { path_prefix: '/free' }, upstream: 'app' },
     ],
-    upstreams: { app: { protocol: 'http', servers: [app.address] } },
-  });
+    upstreams: { app: { protocol: 'http' as const, servers: [app.address] } },
+  };
+  const proxy = await startProxy(t, spec);
 
   const first = await call(`${proxy.url}/a`);
   assert.equal(first.status, 200);
@@ -62,6 +63,13 @@ test('rate zones in memory: burst then 429 with Retry-After and RateLimit header
 
   await new Promise((r) => setTimeout(r, 1100));
   assert.equal((await call(`${proxy.url}/a`)).status, 200, 'one request per second drips back in');
+
+  // a reload that leaves a zone unchanged keeps its counts, as NGINX keeps its zones
+  assert.deepEqual(await statuses([`${proxy.url}/key/x`], 2, { 'x-api-key': 'carol' }), [200, 200]);
+  proxy.rewrite(spec);
+  proxy.proc.kill('SIGHUP');
+  await proxy.proc.waitFor(/configuration reloaded/, 10000);
+  assert.equal((await call(`${proxy.url}/key/x`, { headers: { 'x-api-key': 'carol' } })).status, 429);
 
   const metrics = (await call(`${proxy.admin}/metrics`)).text;
   assert.match(metrics, /gatewire_rate_limit_requests_total\{zone="per_ip",outcome="rejected"\} [2-9]/);
