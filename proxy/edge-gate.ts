@@ -11,6 +11,7 @@ import type { ProxyMetrics } from './metrics.ts';
 import type { RateLimits } from './rate-limits.ts';
 import { sendShort } from './reply-from-adapter.ts';
 import type { CompiledRoute, Generation } from './routes.ts';
+import type { StaticFiles } from './static-files.ts';
 
 type KeyOf = (zone: { key: LimitKey }) => string;
 
@@ -88,23 +89,22 @@ export class EdgeGate {
     const started = performance.now();
     const socket = raw.socket;
     const bytesOutMark = socket.bytesWritten;
-    route.static.serve(raw as { method: string; headers: IncomingMessage['headers'] }, path, q < 0 ? '' : url.slice(q)).then(
-      (answer) => {
-        if (reply.raw.destroyed) {
-          if (answer.kind === 'response' && answer.body !== null && typeof answer.body === 'object' && 'destroy' in answer.body) answer.body.destroy();
-          return;
-        }
-        if (answer.kind === 'upstream') {
-          if (route.runtime === null) sendShort(reply, 404);
-          else forward();
-          return;
-        }
-        reply.raw.once('close', () => this.finished(reply.raw, request, route, started, socket.bytesWritten - bytesOutMark));
-        reply.code(answer.status).headers(answer.headers as Record<string, string>);
-        reply.send(answer.body ?? undefined);
-      },
-      (err) => reply.send(err),
-    );
+    let answer: ReturnType<StaticFiles['serve']>;
+    try {
+      answer = route.static.serve(raw as { method: string; headers: IncomingMessage['headers'] }, path, q < 0 ? '' : url.slice(q));
+    } catch (err) {
+      // an I/O error reading a file that exists (EIO, EACCES after open): the error handler's 500
+      reply.send(err);
+      return reply;
+    }
+    if (answer.kind === 'upstream') {
+      if (route.runtime === null) return sendShort(reply, 404);
+      forward();
+      return reply;
+    }
+    reply.raw.once('close', () => this.finished(reply.raw, request, route, started, socket.bytesWritten - bytesOutMark));
+    reply.code(answer.status).headers(answer.headers as Record<string, string>);
+    reply.send(answer.body ?? undefined);
     return reply;
   }
 
