@@ -162,7 +162,10 @@ export function ajvMessage(err: ErrorObject, data: unknown): { segs: Seg[]; mess
       };
     }
     case 'const':
-      return { segs, message: `expected true, got ${show(value)} (write uri: true to hash on the request URI)` };
+      return {
+        segs,
+        message: `expected true, got ${show(value)} (${segs[segs.length - 1] === 'client_address' ? 'write key: client_address' : 'write uri: true to hash on the request URI'})`,
+      };
     case 'type': {
       // An upstream name given a list or scalar instead of a mapping, etc.
       return { segs, message: `expected ${expectedTypeWords((err.params as { type: string | string[] }).type, kind)}, got ${show(value)}` };
