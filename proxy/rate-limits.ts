@@ -11,7 +11,8 @@
 // swapped on SIGHUP), and on a store failure it can only skip the limit, not fail closed. We do use
 // ioredis, the client it uses, with its script caching (EVALSHA, EVAL after a Redis restart).
 import { createHash } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { LimitStoreConfig, RateZoneConfig } from './config/edge.ts';
 import type { EdgeMetrics } from './edge-metrics.ts';
@@ -80,6 +81,9 @@ redis.call('SET', KEYS[1], string.format('%.3f', nexttat), 'PX', math.ceil(nextt
 return {1, 0, math.ceil(nexttat - now)}
 `;
 
+// loaded only when a config names a Redis store: ioredis costs ~160 ms and ~24 MB of RSS at import
+const requireOnDemand = createRequire(import.meta.url);
+
 type GcraClient = Redis & { gatewireGcra(key: string, emission: string, tolerance: string): Promise<GcraResult> };
 
 export class RedisRateStore implements RateStore {
@@ -90,7 +94,8 @@ export class RedisRateStore implements RateStore {
   constructor(cfg: LimitStoreConfig, log: Logger) {
     this.prefix = cfg.prefix;
     let lastLog = 0;
-    this.client = new Redis(cfg.redis as string, {
+    const RedisClient = (requireOnDemand('ioredis') as { Redis: new (url: string, o: RedisOptions) => Redis }).Redis;
+    this.client = new RedisClient(cfg.redis as string, {
       // a check never waits for a connection: with Redis away it fails at once (on_store_error)
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
