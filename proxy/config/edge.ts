@@ -119,80 +119,80 @@ export const UPSTREAM_QUEUE_DEFAULTS = { size: 0, timeout: '5s' }; // NGINX Plus
 // ---------------------------------------------------------------------------
 // Schema fragments.
 
-/** config.ts's builders for durations and sizes (their patterns and messages live there). */
-export interface SchemaUnits {
+/** schema.ts's builders (durations and sizes keep their patterns and messages there). */
+export interface SchemaBuilders {
   duration: () => Schema;
   size: () => Schema;
+  int: (minimum: number, maximum?: number) => Schema;
+  str: () => Schema;
+  bool: () => Schema;
+  obj: (properties: Record<string, Schema>, required?: string[]) => Schema;
 }
-const int = (minimum: number, maximum?: number): Schema => ({ type: 'integer', minimum, ...(maximum === undefined ? {} : { maximum }) });
-const str = (): Schema => ({ type: 'string', minLength: 1 });
-const bool = (): Schema => ({ type: 'boolean' });
-const obj = (properties: Record<string, Schema>, required: string[] = []): Schema => ({ type: 'object', properties, required, additionalProperties: false });
 const ENCODINGS = ['zstd', 'br', 'gzip'];
 
 export const RATE_RE = /^\s*(\d+(?:\.\d+)?)\s*r\/(s|m)\s*$/;
 
-export function edgeSchemas({ duration, size }: SchemaUnits) {
+export function edgeSchemas({ duration, size, int, str, bool, obj }: SchemaBuilders) {
   const COMPRESS_SCHEMA: Schema = {
-  type: ['object', 'boolean'],
-  properties: {
-    encodings: { type: 'array', minItems: 1, items: { enum: ENCODINGS } },
-    min_length: size(),
-    types: { type: 'array', items: str() },
-    levels: obj({ gzip: int(1, 9), br: int(0, 11), zstd: int(1, 19) }),
-  },
-  additionalProperties: false,
-};
-
-  const STATIC_SCHEMA: Schema = obj(
-  {
-    root: str(),
-    index: { type: ['array', 'boolean'], items: str() },
-    try_files: { type: 'array', minItems: 1, items: str() },
-    cache_control: { type: 'object', additionalProperties: { type: 'string' } },
-    precompressed: { type: ['array', 'boolean'], items: { enum: ['br', 'gzip', 'zstd'] } },
-    dotfiles: { enum: ['deny', 'allow'] },
-  },
-  ['root'],
-);
-
-  const LIMIT_KEY_SCHEMA: Schema = {
-  type: ['object', 'string'],
-  properties: { header: str(), cookie: str(), client_address: { const: true } },
-  additionalProperties: false,
-  minProperties: 1,
-  maxProperties: 1,
-};
-
-  const limits: Record<string, Schema> = {
-  rate: {
-    type: 'object',
-    additionalProperties: obj(
-      { key: LIMIT_KEY_SCHEMA, rate: { type: 'string', 'x-kind': 'rate' }, burst: int(0), dry_run: bool() },
-      ['rate'],
-    ),
-  },
-  conn: {
-    type: 'object',
-    additionalProperties: obj({ key: LIMIT_KEY_SCHEMA, max: int(1), queue: int(0), queue_timeout: duration(), dry_run: bool() }, ['max']),
-  },
-  store: {
-    type: ['object', 'string'],
+    type: ['object', 'boolean'],
     properties: {
-      redis: str(),
-      on_store_error: { enum: ['allow', 'deny'] },
-      timeout: duration(),
-      prefix: { type: 'string' },
+      encodings: { type: 'array', minItems: 1, items: { enum: ENCODINGS } },
+      min_length: size(),
+      types: { type: 'array', items: str() },
+      levels: obj({ gzip: int(1, 9), br: int(0, 11), zstd: int(1, 19) }),
     },
     additionalProperties: false,
-  },
-};
+  };
+
+  const STATIC_SCHEMA: Schema = obj(
+    {
+      root: str(),
+      index: { type: ['array', 'boolean'], items: str() },
+      try_files: { type: 'array', minItems: 1, items: str() },
+      cache_control: { type: 'object', additionalProperties: { type: 'string' } },
+      precompressed: { type: ['array', 'boolean'], items: { enum: ['br', 'gzip', 'zstd'] } },
+      dotfiles: { enum: ['deny', 'allow'] },
+    },
+    ['root'],
+  );
+
+  const LIMIT_KEY_SCHEMA: Schema = {
+    type: ['object', 'string'],
+    properties: { header: str(), cookie: str(), client_address: { const: true } },
+    additionalProperties: false,
+    minProperties: 1,
+    maxProperties: 1,
+  };
+
+  const limits: Record<string, Schema> = {
+    rate: {
+      type: 'object',
+      additionalProperties: obj(
+        { key: LIMIT_KEY_SCHEMA, rate: { type: 'string', 'x-kind': 'rate' }, burst: int(0), dry_run: bool() },
+        ['rate'],
+      ),
+    },
+    conn: {
+      type: 'object',
+      additionalProperties: obj({ key: LIMIT_KEY_SCHEMA, max: int(1), queue: int(0), queue_timeout: duration(), dry_run: bool() }, ['max']),
+    },
+    store: {
+      type: ['object', 'string'],
+      properties: {
+        redis: str(),
+        on_store_error: { enum: ['allow', 'deny'] },
+        timeout: duration(),
+        prefix: { type: 'string' },
+      },
+      additionalProperties: false,
+    },
+  };
 
   const route: Record<string, Schema> = {
-  static: STATIC_SCHEMA,
-  compress: COMPRESS_SCHEMA,
-  limits: obj({ rate: { type: 'array', items: str() }, conn: { type: 'array', items: str() } }),
-};
+    static: STATIC_SCHEMA,
+    compress: COMPRESS_SCHEMA,
+    limits: obj({ rate: { type: 'array', items: str() }, conn: { type: 'array', items: str() } }),
+  };
 
   const server: Record<string, Schema> = { max_conns: int(0) };
   const upstream: Record<string, Schema> = { queue: obj({ size: int(0), timeout: duration() }) };

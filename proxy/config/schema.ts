@@ -51,7 +51,7 @@ const obj = (properties: Record<string, Schema>, required: string[] = []): Schem
   additionalProperties: false,
 });
 
-const EDGE = edgeSchemas({ duration, size });
+const EDGE = edgeSchemas({ duration, size, int, str, bool, obj });
 
 const SERVER_SCHEMA = obj(
   {
