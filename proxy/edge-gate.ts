@@ -45,6 +45,13 @@ export class EdgeGate {
         this.log.warn({ reqId: request.id, path: raw.url, status: v.status, route: route.label }, v.status === 429 ? 'rate limited' : 'rate limit store unavailable');
         return sendShort(reply, v.status);
       }
+      if (v.delayMs > 0) {
+        // NGINX's limit_req without nodelay: the burst is let through at the rate, not at once
+        setTimeout(() => {
+          if (!reply.raw.destroyed) admitted();
+        }, v.delayMs);
+        return reply;
+      }
       return admitted();
     };
     if (!(verdict instanceof Promise)) return decide(verdict);

@@ -6,7 +6,7 @@ import type { Encoding } from './config/edge.ts';
 
 const WAIT_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
-export type RateOutcome = 'passed' | 'rejected' | 'dry_run_rejected';
+export type RateOutcome = 'passed' | 'delayed' | 'rejected' | 'dry_run_rejected';
 
 export class EdgeMetrics {
   readonly staticHits: Counter<'route'>;
@@ -29,7 +29,7 @@ export class EdgeMetrics {
     this.compressionBytesSaved = new Counter({ name: 'gatewire_compression_saved_bytes_total', help: 'Bytes the compressor saved (input minus output), by encoding.', labelNames: ['encoding'], registers });
     this.rateLimit = new Counter({
       name: 'gatewire_rate_limit_requests_total',
-      help: 'Requests checked against a rate zone: passed, rejected (429), or over the rate in dry_run (passed, only counted).',
+      help: 'Requests checked against a rate zone: passed, delayed to the rate (nodelay: false), rejected (429), or over the rate in dry_run (passed, only counted).',
       labelNames: ['zone', 'outcome'],
       registers,
     });

@@ -131,9 +131,11 @@ export interface RateVerdict {
   status: 0 | 429 | 503;
   /** RateLimit and RateLimit-Policy (and Retry-After when refused), to add to the response. */
   headers: Array<[string, string]>;
+  /** ms to hold a passing request so that the burst goes out at the rate (nodelay: false); 0 = at once. */
+  delayMs: number;
 }
 
-const PASS: RateVerdict = { status: 0, headers: [] };
+const PASS: RateVerdict = { status: 0, headers: [], delayMs: 0 };
 
 class RateZone {
   readonly cfg: RateZoneConfig;
@@ -237,6 +239,7 @@ export class RateLimits {
     let speaker = -1;
     let speakerRemaining = Number.POSITIVE_INFINITY;
     let refused = false;
+    let delayMs = 0;
     for (let i = 0; i < zones.length; i++) {
       const z = zones[i];
       const [allowed, , resetMs] = results[i];
@@ -251,7 +254,12 @@ export class RateLimits {
           refused = true;
           continue;
         }
-      } else this.metrics?.rate(z.cfg.name, 'passed');
+      } else {
+        // how far ahead of its schedule this request is: the burst's share, sent on at the rate
+        const ahead = z.cfg.nodelay || z.cfg.dry_run ? 0 : Math.max(0, resetMs - z.emissionMs);
+        if (ahead > delayMs) delayMs = ahead;
+        this.metrics?.rate(z.cfg.name, ahead > 0 ? 'delayed' : 'passed');
+      }
       if (!refused && remaining < speakerRemaining) {
         speaker = i;
         speakerRemaining = remaining;
@@ -263,11 +271,11 @@ export class RateLimits {
     if (refused) {
       const retryS = Math.max(1, Math.ceil(retryMs / 1000));
       headers.push(['ratelimit', `"${z.cfg.name}";r=0;t=${retryS}`], ['retry-after', String(retryS)]);
-      return { status: 429, headers };
+      return { status: 429, headers, delayMs: 0 };
     }
     const remaining = allowed ? speakerRemaining : 0;
     headers.push(['ratelimit', `"${z.cfg.name}";r=${remaining};t=${Math.max(0, Math.ceil(resetMs / 1000))}`]);
-    return { status: 0, headers };
+    return { status: 0, headers, delayMs };
   }
 
   private storeFailed(err: unknown): RateVerdict {
@@ -278,7 +286,7 @@ export class RateLimits {
       this.lastErrorLog = now;
       this.log.error({ err: { message: (err as Error).message }, on_store_error: action }, `rate limit store failed: requests are ${action === 'allow' ? 'passed unlimited' : 'refused with 503'} until it answers again`);
     }
-    return action === 'allow' ? PASS : { status: 503, headers: [['retry-after', '1']] };
+    return action === 'allow' ? PASS : { status: 503, headers: [['retry-after', '1']], delayMs: 0 };
   }
 
   close(): Promise<void> {

@@ -91,7 +91,7 @@ upstreams:
   assert.deepEqual(cfg.routes[0].compress?.encodings, ['zstd', 'br', 'gzip'], 'the top-level compress applies to every route');
   assert.deepEqual(cfg.routes[1].compress?.encodings, ['gzip']);
   assert.deepEqual(cfg.routes[1].limits, { rate: ['api'], conn: ['per_ip'] });
-  assert.deepEqual(cfg.limits.rate.api, { name: 'api', key: { client_address: true }, rate: 10, period_ms: 1000, burst: 20, dry_run: false });
+  assert.deepEqual(cfg.limits.rate.api, { name: 'api', key: { client_address: true }, rate: 10, period_ms: 1000, burst: 20, nodelay: true, dry_run: false });
   assert.deepEqual(cfg.limits.conn.per_ip, { name: 'per_ip', key: { client_address: true }, max: 10, queue: 0, queue_timeout_ms: 5000, dry_run: false });
   assert.deepEqual(cfg.limits.store, { redis: 'redis://127.0.0.1:6379', on_store_error: 'allow', timeout_ms: 250, prefix: 'gatewire:' });
   assert.equal(cfg.upstreams.app.servers[0].max_conns, 8);

@@ -24,6 +24,7 @@ test('rate zones in memory: burst then 429 with Retry-After and RateLimit header
         per_key: { key: { header: 'X-Api-Key' }, rate: '60r/m', burst: 1 },
         per_session: { key: { cookie: 'sid' }, rate: '60r/m' },
         watch: { rate: '60r/m', dry_run: true },
+        paced: { key: { header: 'X-Pace' }, rate: '10r/s', burst: 5, nodelay: false },
       },
     },
     routes: [
@@ -32,6 +33,7 @@ test('rate zones in memory: burst then 429 with Retry-After and RateLimit header
       { match: { path_prefix: '/session' }, upstream: 'app', limits: { rate: ['per_session'] } },
       { match: { path_prefix: '/watched' }, upstream: 'app', limits: { rate: ['watch'] } },
       { match: { path_prefix: '/free' }, upstream: 'app' },
+      { match: { path_prefix: '/paced' }, upstream: 'app', limits: { rate: ['paced'] } },
     ],
     upstreams: { app: { protocol: 'http' as const, servers: [app.address] } },
   };
@@ -64,6 +66,19 @@ test('rate zones in memory: burst then 429 with Retry-After and RateLimit header
   await new Promise((r) => setTimeout(r, 1100));
   assert.equal((await call(`${proxy.url}/a`)).status, 200, 'one request per second drips back in');
 
+  // nodelay: false (NGINX's limit_req without nodelay): the burst passes at the rate, the rest is refused
+  const start = Date.now();
+  const paced = await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      const r = await call(`${proxy.url}/paced`, { headers: { 'x-pace': 'p1' } });
+      return { status: r.status, ms: Date.now() - start };
+    }),
+  );
+  assert.deepEqual(paced.map((p) => p.status).sort(), [200, 200, 200, 200, 200, 200, 429, 429]);
+  const passedAt = paced.filter((p) => p.status === 200).map((p) => p.ms);
+  assert.ok(Math.max(...passedAt) >= 450, `the sixth request went out ~500 ms after the first (at ${Math.max(...passedAt)} ms)`);
+  assert.ok(Math.max(...paced.filter((p) => p.status === 429).map((p) => p.ms)) < Math.max(...passedAt), 'refusals are not delayed');
+
   // a reload that leaves a zone unchanged keeps its counts, as NGINX keeps its zones
   assert.deepEqual(await statuses([`${proxy.url}/key/x`], 2, { 'x-api-key': 'carol' }), [200, 200]);
   proxy.rewrite(spec);
@@ -74,6 +89,7 @@ test('rate zones in memory: burst then 429 with Retry-After and RateLimit header
   const metrics = (await call(`${proxy.admin}/metrics`)).text;
   assert.match(metrics, /gatewire_rate_limit_requests_total\{zone="per_ip",outcome="rejected"\} [2-9]/);
   assert.match(metrics, /gatewire_rate_limit_requests_total\{zone="watch",outcome="dry_run_rejected"\} 3/);
+  assert.match(metrics, /gatewire_rate_limit_requests_total\{zone="paced",outcome="delayed"\} 5/);
   await proxy.proc.waitFor(/"msg":"rate limited"/, 5000); // refusals are logged (the log is buffered, flushed every second)
 });
 

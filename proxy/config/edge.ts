@@ -48,6 +48,8 @@ export interface RateZoneConfig {
   rate: number;
   period_ms: number;
   burst: number;
+  /** true: requests within the burst pass at once; false: they are delayed to the rate (NGINX without `nodelay`). */
+  nodelay: boolean;
   dry_run: boolean;
 }
 
@@ -168,7 +170,7 @@ export function edgeSchemas({ duration, size, int, str, bool, obj }: SchemaBuild
     rate: {
       type: 'object',
       additionalProperties: obj(
-        { key: LIMIT_KEY_SCHEMA, rate: { type: 'string', 'x-kind': 'rate' }, burst: int(0), dry_run: bool() },
+        { key: LIMIT_KEY_SCHEMA, rate: { type: 'string', 'x-kind': 'rate' }, burst: int(0), nodelay: bool(), dry_run: bool() },
         ['rate'],
       ),
     },
@@ -317,7 +319,7 @@ export function normaliseLimits(limits: Record<string, any>): {
   const rate: Record<string, RateZoneConfig> = {};
   for (const [name, z] of Object.entries<Record<string, any>>(limits.rate ?? {})) {
     const m = RATE_RE.exec(z.rate) as RegExpExecArray;
-    rate[name] = { name, key: normaliseKey(z.key), rate: Number(m[1]), period_ms: m[2] === 's' ? 1000 : 60_000, burst: z.burst ?? 0, dry_run: z.dry_run ?? false };
+    rate[name] = { name, key: normaliseKey(z.key), rate: Number(m[1]), period_ms: m[2] === 's' ? 1000 : 60_000, burst: z.burst ?? 0, nodelay: z.nodelay ?? true, dry_run: z.dry_run ?? false };
   }
   const conn: Record<string, ConnZoneConfig> = {};
   for (const [name, z] of Object.entries<Record<string, any>>(limits.conn ?? {})) {
