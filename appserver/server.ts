@@ -2,6 +2,7 @@
 // classic by the first bytes, runs each request through the app adapter, and
 // knows how to stop gracefully. Workers and the in-process mode both use it.
 import net, { type Socket } from 'node:net';
+import { compileNetworks, validCidr } from '../protocol/trusted-networks.ts';
 import { ErrorCode } from '../protocol/constants.ts';
 import type { ProtocolError } from '../protocol/errors.ts';
 import { detectProtocol, GatewireSession, type GatewireStream } from '../protocol/session.ts';
@@ -68,7 +69,7 @@ export class AppServer {
   readonly counters: ServerCounters = { requests: 0, inflight: 0, connections: 0, sessions: 0, protocolErrors: 0 };
   private readonly opts: ServeOptions;
   private readonly limits: ScopeLimits;
-  private readonly allow: net.BlockList | null;
+  private readonly allow: ((ip: string) => boolean) | null;
   private readonly sockets = new Set<Socket>();
   private readonly sessions = new Set<GatewireSession>();
   private readonly uwsgiCtx: UwsgiContext;
@@ -83,7 +84,7 @@ export class AppServer {
     this.opts = opts;
     this.log = log;
     this.limits = { timeoutMs: opts.timeout * 1000, maxBody: opts.maxBody, log };
-    this.allow = opts.allowFrom.length > 0 ? buildBlockList(opts.allowFrom) : null;
+    this.allow = opts.allowFrom.length > 0 ? allowList(opts.allowFrom) : null;
     this.uwsgiCtx = {
       maxBody: opts.maxBody,
       headerTimeoutMs: FIRST_BYTES_TIMEOUT_MS,
@@ -107,8 +108,7 @@ export class AppServer {
     }
     if (this.allow && socket.remoteAddress !== undefined) {
       const addr = socket.remoteAddress;
-      const family = net.isIPv6(addr) ? 'ipv6' : 'ipv4';
-      if (!this.allow.check(addr, family)) {
+      if (!this.allow(addr)) {
         this.log.warn({ remoteAddress: addr, remotePort: socket.remotePort }, 'connection refused by --allow-from');
         socket.destroy();
         return;
@@ -214,17 +214,8 @@ export class AppServer {
   }
 }
 
-function buildBlockList(cidrs: string[]): net.BlockList {
-  const list = new net.BlockList();
-  for (const c of cidrs) {
-    const [addr, bits] = c.split('/');
-    const type = net.isIPv6(addr) ? 'ipv6' : 'ipv4';
-    if (!net.isIP(addr)) throw new Error(`--allow-from: '${c}' is not an IP address or CIDR`);
-    const prefix = bits === undefined ? (type === 'ipv6' ? 128 : 32) : Number(bits);
-    if (!Number.isInteger(prefix) || prefix < 0 || prefix > (type === 'ipv6' ? 128 : 32)) throw new Error(`--allow-from: '${c}' has an invalid prefix length`);
-    list.addSubnet(addr, prefix, type);
-    // IPv4 peers of a dual-stack listener show up as ::ffff:a.b.c.d
-    if (type === 'ipv4') list.addSubnet(`::ffff:${addr}`, 96 + prefix, 'ipv6');
-  }
-  return list;
+/** --allow-from, read as the proxy reads trust_proxy (protocol/trusted-networks.ts). */
+function allowList(cidrs: string[]): (ip: string) => boolean {
+  for (const c of cidrs) if (!validCidr(c)) throw new Error(`--allow-from: '${c}' is not an IP address or CIDR`);
+  return compileNetworks(cidrs);
 }

@@ -1,6 +1,6 @@
 // The gatewire native session: multiplexed streams over one socket, with
 // per-stream and per-connection flow control, PING and GOAWAY, implementing
-// the contract in briefs/session-api.md (PROTOCOL.md documents the wire rules).
+// the session contract below (PROTOCOL.md documents the wire rules).
 //
 // Hand-written because it is the protocol itself: HTTP/2 libraries cannot speak
 // our frames. The shape follows Node's http2 core (a session EventEmitter that
@@ -8,7 +8,7 @@
 // credit is returned as bytes arrive, stream credit only once the application
 // has consumed them, so a slow reader stalls its own stream and nothing else.
 //
-// Extensions to the brief (additive, no deviation in names or semantics):
+// Beyond the plain contract (additive, no deviation in names or semantics):
 // - client streams expose `status` and `headers` once 'response' was emitted;
 // - every stream keeps `resetError` (the StreamResetError that ended it, if any);
 // - a StreamResetError is not emitted as 'error' on a stream that has no 'error'
@@ -28,7 +28,7 @@
 //
 // Rules worth knowing when coding against it:
 // - DATA after END_STREAM on a still-active stream is a STREAM error (RESET
-//   STREAM_CLOSED), as session-api.md says — not a connection error; frames for
+//   STREAM_CLOSED) — not a connection error; frames for
 //   streams already closed are ignored (their bytes still count against, and
 //   return, connection credit).
 // - `for await (const c of stream)` destroys the whole Duplex when the body ends
@@ -48,7 +48,6 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import {
-  DEFAULT_INITIAL_CONNECTION_WINDOW,
   DEFAULT_INITIAL_STREAM_WINDOW,
   DEFAULT_MAX_CONCURRENT_STREAMS,
   ErrorCode,
@@ -87,9 +86,9 @@ export interface SessionOptions {
   role: 'client' | 'server';
   /** Streams we accept (server) — default DEFAULT_MAX_CONCURRENT_STREAMS. */
   maxConcurrentStreams?: number;
-  /** Our receive window per stream — default DEFAULT_INITIAL_STREAM_WINDOW. */
+  /** Our receive window per stream — default DEFAULT_INITIAL_STREAM_WINDOW for a client, 1 MiB for a server (request bodies). */
   initialStreamWindow?: number;
-  /** Our receive window for the whole connection — default DEFAULT_INITIAL_CONNECTION_WINDOW. */
+  /** Our receive window for the whole connection — default 16 MiB (announced in SETTINGS). */
   initialConnectionWindow?: number;
   /** 0/undefined = no automatic pings. */
   pingIntervalMs?: number;
@@ -98,6 +97,10 @@ export interface SessionOptions {
   /** Server: a stream whose received DATA exceeds this gets RESET(BODY_TOO_LARGE). */
   maxRequestBody?: number;
 }
+
+/** Receive windows announced when the caller sets none (see the constructor). */
+const LOCAL_SERVER_STREAM_WINDOW = 1024 * 1024;
+const LOCAL_CONNECTION_WINDOW = 16 * 1024 * 1024;
 
 /** How long a closing socket may take to flush before it is destroyed. */
 const CLOSE_GRACE_MS = 2000;
@@ -230,8 +233,12 @@ export class GatewireSession extends EventEmitter implements FrameSink {
     this.role = opts.role;
     this.socket = socket;
     this.localMaxStreams = opts.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS;
-    this.localStreamWindow = Math.min(opts.initialStreamWindow ?? DEFAULT_INITIAL_STREAM_WINDOW, MAX_WINDOW);
-    this.localConnWindow = Math.min(opts.initialConnectionWindow ?? DEFAULT_INITIAL_CONNECTION_WINDOW, MAX_WINDOW);
+    // What we announce in SETTINGS when the caller does not choose: a server takes request bodies
+    // a whole MiB per stream before it returns credit (a 1 MiB upload then never stalls on a window
+    // round trip), and both sides give the connection room for many such streams at once. The
+    // protocol defaults stay what a peer assumes before our SETTINGS arrive.
+    this.localStreamWindow = Math.min(opts.initialStreamWindow ?? (opts.role === 'server' ? LOCAL_SERVER_STREAM_WINDOW : DEFAULT_INITIAL_STREAM_WINDOW), MAX_WINDOW);
+    this.localConnWindow = Math.min(opts.initialConnectionWindow ?? LOCAL_CONNECTION_WINDOW, MAX_WINDOW);
     this.pingTimeoutMs = opts.pingTimeoutMs ?? 10_000;
     this.maxRequestBody = opts.maxRequestBody ?? Number.POSITIVE_INFINITY;
     this.connRecvWindow = this.localConnWindow;

@@ -41,7 +41,7 @@ test('defaults follow NGINX where it has one', () => {
   assert.deepEqual(cfg.listen, { host: '0.0.0.0', port: 8080, http2: false });
   assert.deepEqual(cfg.admin, { host: '127.0.0.1', port: 9901 });
   assert.equal(cfg.trust_proxy, false);
-  assert.deepEqual(cfg.log, { level: 'info', access: true });
+  assert.deepEqual(cfg.log, { level: 'info', access: true, flush_interval_ms: 1000 });
   assert.deepEqual(cfg.limits, {
     max_header_size: 16384,
     header_timeout_ms: 60_000,

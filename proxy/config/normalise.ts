@@ -198,7 +198,11 @@ export function normalise(raw: Record<string, any>, file: string): ProxyConfig {
     },
     admin: raw.admin === true || raw.admin === undefined || typeof raw.admin === 'object' ? admin : null,
     trust_proxy: raw.trust_proxy ?? false,
-    log: { level: log.level ?? DEFAULTS.log.level, access: log.access ?? DEFAULTS.log.access },
+    log: {
+      level: log.level ?? DEFAULTS.log.level,
+      access: log.access ?? DEFAULTS.log.access,
+      flush_interval_ms: parseDuration(log.flush_interval ?? DEFAULTS.log.flush_interval),
+    },
     limits: {
       max_header_size: parseSize(limits.max_header_size ?? DEFAULTS.limits.max_header_size),
       header_timeout_ms: parseDuration(limits.header_timeout ?? DEFAULTS.limits.header_timeout),

@@ -8,7 +8,7 @@ import { edgeSchemas } from './edge.ts';
 export const DEFAULTS = {
   listen: { host: '0.0.0.0', port: 8080 },
   admin: { host: '127.0.0.1', port: 9901 },
-  log: { level: 'info', access: true },
+  log: { level: 'info', access: true, flush_interval: '1s' },
   limits: {
     max_header_size: 16 * 1024, // Node's --max-http-header-size default
     header_timeout: '60s', // client_header_timeout 60s
@@ -130,7 +130,7 @@ export const ROOT_SCHEMA = obj(
       additionalProperties: false,
     },
     trust_proxy: { type: ['boolean', 'array'], items: { type: 'string', 'x-kind': 'cidr' } },
-    log: obj({ level: { enum: [...LOG_LEVELS] }, access: bool() }),
+    log: obj({ level: { enum: [...LOG_LEVELS] }, access: bool(), flush_interval: duration() }),
     limits: obj({
       max_header_size: size(),
       header_timeout: duration(),

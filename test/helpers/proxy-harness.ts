@@ -197,6 +197,23 @@ export async function startGunicornFlask(t: TestContext, name: string): Promise<
   return { name, address: `127.0.0.1:${port}`, proc };
 }
 
+/** Flask under waitress (HTTP/1.1, Debian's python3-waitress). */
+export async function startWaitressFlask(t: TestContext, name: string): Promise<Backend> {
+  const waitress = requireTool('waitress-serve');
+  const dir = scratch(t);
+  writeFileSync(path.join(dir, 'app.py'), FLASK_APP);
+  const port = await freePort();
+  const proc = startProcess(waitress, [`--listen=127.0.0.1:${port}`, '--threads=4', 'app:app'], {
+    cwd: dir,
+    env: { ...process.env, NAME: name, PYTHONPATH: dir },
+  });
+  t.after(() => proc.stop(5000));
+  await waitForListen(`127.0.0.1:${port}`, 20000).catch((err) => {
+    throw new Error(`${err.message}\n${proc.output()}`);
+  });
+  return { name, address: `127.0.0.1:${port}`, proc };
+}
+
 export interface UpstreamSpec {
   protocol?: 'gatewire' | 'uwsgi' | 'http';
   servers: Array<{ address: string; weight?: number; backup?: boolean; max_conns?: number } | string>;
