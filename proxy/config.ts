@@ -81,6 +81,8 @@ export interface RouteConfig {
   /** The route's own compress, else the top-level one. */
   compress: CompressConfig | null;
   limits: RouteLimitsConfig;
+  /** Tunnel HTTP Upgrade / extended CONNECT requests (default true). */
+  upgrade: boolean;
 }
 
 export interface HealthCheckConfig {
@@ -103,7 +105,7 @@ export interface UpstreamConfig {
   fail_timeout_ms: number;
   health_check: HealthCheckConfig | null;
   connections_per_server: number;
-  timeouts: { connect_ms: number; read_ms: number; send_ms: number };
+  timeouts: { connect_ms: number; read_ms: number; send_ms: number; tunnel_idle_ms: number };
   retries: { tries: number; methods: string[] };
   /** Bytes. */
   max_body: number;
@@ -195,6 +197,7 @@ routes:
   - match: { host: api.example.com, path_prefix: /v1 }
     upstream: api
     strip_prefix: false
+    upgrade: true               # tunnel WebSocket / HTTP Upgrade (false: forward without Upgrade)
   - match: { path_prefix: / }
     upstream: web
 upstreams:
@@ -209,7 +212,7 @@ upstreams:
     fail_timeout: 10s
     health_check: { path: /healthz, interval: 5s, timeout: 1s, rise: 2, fall: 3 }
     connections_per_server: 4
-    timeouts: { connect: 2s, read: 60s, send: 60s }
+    timeouts: { connect: 2s, read: 60s, send: 60s, tunnel_idle: 1h }
     retries: { tries: 2, methods: [GET, HEAD, OPTIONS, PUT, DELETE] }
     max_body: 10mb
   web:

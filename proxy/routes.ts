@@ -16,6 +16,8 @@ export interface CompiledRoute {
   wildcard: boolean;
   prefix: string;
   strip: boolean;
+  /** Upgrade requests (WebSocket…) are tunnelled (tunnels.ts); false: forwarded as ordinary requests. */
+  upgrade: boolean;
   /** null: a static-only route. */
   runtime: UpstreamRuntime | null;
   label: string;
@@ -68,6 +70,8 @@ export class Generation {
         wildcard,
         prefix: r.match.path_prefix,
         strip: r.strip_prefix,
+        // a static-only route has no upstream to tunnel to
+        upgrade: r.upgrade && r.upstream !== null,
         runtime: r.upstream === null ? null : (this.runtimes.get(r.upstream) as UpstreamRuntime),
         label,
         static: r.static ? new StaticFiles(r.static, { prefix: r.match.path_prefix, strip: r.strip_prefix, label }, compression, edge) : null,

@@ -9,7 +9,7 @@
 // started with, and runtimes the new config no longer uses are retired once
 // their last exchange ended.
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { boundUrl, hostnameOf } from '../protocol/addresses.ts';
@@ -25,6 +25,7 @@ import { type CompiledRoute, Generation } from './routes.ts';
 import { EdgeGate } from './edge-gate.ts';
 import { RateLimits } from './rate-limits.ts';
 import { TimeoutSweeper } from './transports/base.ts';
+import { TunnelManager } from './tunnels.ts';
 import type { UpstreamError } from './errors.ts';
 import type { RuntimeOptions } from './upstream-runtime.ts';
 
@@ -52,6 +53,8 @@ export class ProxyServer {
   private closing = false;
   private readonly rateLimits: RateLimits;
   private readonly edge: EdgeGate;
+  /** Upgraded connections (WebSocket, HTTP Upgrade, h2 extended CONNECT): tunnels.ts. */
+  readonly tunnels: TunnelManager;
 
   constructor(config: ProxyConfig, opts: ProxyServerOptions = {}) {
     this.opts = opts;
@@ -70,6 +73,11 @@ export class ProxyServer {
     };
     this.app = this.buildApp(config);
     this.forward = registerForwarding(this.app, () => this.gen);
+    this.tunnels = new TunnelManager(
+      { log: this.log, metrics: this.metrics, accessLog: this.accessLog, scheme: this.exchangeContext.scheme, serverPort: config.listen.port },
+      () => this.gen,
+    );
+    this.tunnels.attach(this.app.server as unknown as HttpServer, config.listen.http2);
     const handler = (request: FastifyRequest, reply: FastifyReply) => this.handle(request, reply);
     this.app.all('/', handler);
     this.app.all('/*', handler);
@@ -253,9 +261,10 @@ export class ProxyServer {
     };
   }
 
-  async close(): Promise<void> {
+  /** Graceful stop; open tunnels are served for `tunnelGraceMs`, then closed (the listener waits for them). */
+  async close(tunnelGraceMs = 0): Promise<void> {
     this.closing = true;
-    await this.app.close();
+    await Promise.all([this.tunnels.close(tunnelGraceMs), this.app.close()]);
   }
 }
 

@@ -42,7 +42,7 @@ export function crossCheck(raw: Record<string, any>, problems: Problems): void {
     const u = upstreams[name];
     if (!isObj(u)) continue;
     if (isObj(u.timeouts)) {
-      for (const k of ['connect', 'read', 'send'] as const) {
+      for (const k of ['connect', 'read', 'send', 'tunnel_idle'] as const) {
         if (u.timeouts[k] !== undefined && parseDuration(u.timeouts[k]) === 0) problems.add(['upstreams', name, 'timeouts', k], 'must be more than 0 (e.g. "60s")');
       }
     }
@@ -175,6 +175,7 @@ export function normalise(raw: Record<string, any>, file: string): ProxyConfig {
         connect_ms: parseDuration(u.timeouts?.connect ?? D.timeouts.connect),
         read_ms: parseDuration(u.timeouts?.read ?? D.timeouts.read),
         send_ms: parseDuration(u.timeouts?.send ?? D.timeouts.send),
+        tunnel_idle_ms: parseDuration(u.timeouts?.tunnel_idle ?? D.timeouts.tunnel_idle),
       },
       retries: {
         tries: u.retries?.tries ?? D.retries.tries,
@@ -220,6 +221,7 @@ export function normalise(raw: Record<string, any>, file: string): ProxyConfig {
       static: normaliseStatic(r.static, (dir) => path.resolve(file === '<inline>' ? process.cwd() : path.dirname(file), dir)),
       compress: normaliseCompress(r.compress === undefined ? raw.compress : r.compress),
       limits: normaliseRouteLimits(r.limits),
+      upgrade: r.upgrade ?? true,
     })),
     upstreams,
     apps: ((raw.apps ?? []) as Record<string, any>[]).map(

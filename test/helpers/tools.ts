@@ -12,6 +12,7 @@ const APT_HINT: Record<string, string> = {
   'redis-server': 'redis-server',
   wrk: 'wrk',
   'docker-compose': 'docker-compose',
+  chromium: 'chromium',
 };
 
 const SEARCH_PATH = ['/usr/sbin', '/usr/bin', '/sbin', '/bin', '/usr/local/bin', '/usr/local/sbin'];
