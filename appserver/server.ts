@@ -13,8 +13,11 @@ import type { Logger } from './log.ts';
 import { runNode } from './node-adapter.ts';
 import type { ServeOptions } from './options.ts';
 import { RequestScope, type ScopeLimits } from './scope.ts';
+import { closeOpenTunnels, runNodeUpgrade } from './upgrade.ts';
 import { serveUwsgiConnection, type UwsgiContext } from './uwsgi-connection.ts';
 
+/** After the graceful timeout, how long WebSockets closed with 1001 get for the client's close before the rest is destroyed. */
+const TUNNEL_CLOSE_FLUSH_MS = 1000;
 /** How long a new connection may stay silent before its protocol is known. */
 const FIRST_BYTES_TIMEOUT_MS = 10_000;
 
@@ -177,6 +180,7 @@ export class AppServer {
       return;
     }
     if (this.app.kind === 'fetch') runFetch(scope, this.app.fetch);
+    else if (ex.upgrade === true && this.app.server !== undefined && this.app.server.listenerCount('upgrade') > 0) runNodeUpgrade(scope, this.app.server);
     else runNode(scope, this.app.listener);
   }
 
@@ -206,6 +210,8 @@ export class AppServer {
       clearTimeout(timer);
       if (late) {
         this.log.warn({ inflight: this.counters.inflight, connections: this.sockets.size }, 'graceful timeout: closing the remaining connections');
+        // WebSockets still open get a close frame with 1001 (Going Away) before their connection goes.
+        await closeOpenTunnels(TUNNEL_CLOSE_FLUSH_MS);
         for (const s of this.sessions) s.destroy();
         for (const s of this.sockets) s.destroy();
       }

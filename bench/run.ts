@@ -1,4 +1,5 @@
-// `npm run bench [-- --quick] [--only hello,64k,post,sse,idle,bulk,elist,eitem,epost] [--configs 2,3,x] [--rounds N] [--cpu-prof DIR]`
+// `npm run bench [-- --quick] [--only hello,64k,post,sse,idle,bulk,elist,eitem,epost,ws,ws-idle] [--configs 2,3,x] [--rounds N] [--cpu-prof DIR]`
+// (ws, ws-idle: the WebSocket scenarios of bench/websocket.ts, with their own configurations W1–W3)
 //
 // Starts every configuration of the bench issue on loopback, loads it from a
 // separate process (wrk, or the small clients in bench/lib), measures CPU and
@@ -19,6 +20,7 @@ import { ForeignLoad, TierMonitor, type TierUsage, tierRssKb, waitForCalm } from
 import { median, ratio, sum } from './lib/stats.ts';
 import { type Column, markdownTable, type TableRow } from './lib/table.ts';
 import { runWrk, writePostScript } from './lib/wrk.ts';
+import { runWebSocketBench } from './websocket.ts';
 
 type ScenarioId = 'hello' | '64k' | 'post' | 'sse' | 'idle' | 'bulk' | 'elist' | 'eitem' | 'epost';
 
@@ -421,7 +423,7 @@ async function main(): Promise<void> {
   });
   if (args.help) {
     process.stdout.write(
-      'usage: npm run bench -- [--quick] [--only hello,64k,post,elist,eitem,epost,sse,idle,bulk] [--configs 0,1,2,3,4,5,6,7,x2,x3] [--rounds N] [--duration S] [--cpu-prof DIR] [--json FILE]\n',
+      'usage: npm run bench -- [--quick] [--only hello,64k,post,elist,eitem,epost,sse,idle,bulk,ws,ws-idle] [--configs 0,1,2,3,4,5,6,7,x2,x3] [--rounds N] [--duration S] [--cpu-prof DIR] [--json FILE]\n',
     );
     return;
   }
@@ -444,7 +446,9 @@ async function main(): Promise<void> {
   const only = args.only ? new Set(args.only.split(',').map((s) => s.trim())) : undefined;
   const scenarios = SCENARIOS.filter((s) => !only || only.has(s.id));
   const configs = selectConfigurations(args.configs);
-  if (scenarios.length === 0 || configs.length === 0) throw new Error('nothing selected: check --only / --configs');
+  const wsEcho = !only || only.has('ws');
+  const wsIdle = !only || only.has('ws-idle');
+  if ((scenarios.length === 0 && !wsEcho && !wsIdle) || configs.length === 0) throw new Error('nothing selected: check --only / --configs');
   if (set.cpuProfDir) mkdirSync(set.cpuProfDir, { recursive: true });
 
   const started = Date.now();
@@ -468,7 +472,12 @@ async function main(): Promise<void> {
     }
   }
 
-  const report = buildReport(scenarios, configs, samples, failures, set, started);
+  const report = scenarios.length > 0 ? buildReport(scenarios, configs, samples, failures, set, started) : { markdown: '', json: {} as Record<string, unknown> };
+  if (wsEcho || wsIdle) {
+    const ws = await runWebSocketBench({ quick, rounds: set.rounds, seconds: Math.max(2, set.durationS), echo: wsEcho, idle: wsIdle, log });
+    report.markdown += ws.markdown;
+    Object.assign(report.json as Record<string, unknown>, ws.json);
+  }
   process.stdout.write(report.markdown);
   const jsonFile = args.json ? path.resolve(args.json) : path.join(ROOT, 'bench/results/latest.json');
   mkdirSync(path.dirname(jsonFile), { recursive: true });

@@ -107,7 +107,8 @@ export async function runProxy(argv: string[]): Promise<number> {
     if (err) log.error({ err }, 'fatal error, closing');
     else log.info({ signal }, 'closing gracefully');
     process.removeListener('SIGHUP', onHup);
-    await Promise.all([proxy.close(), admin?.close()]);
+    // Tunnels (WebSockets) get the grace period less a margin, so they are closed before close-with-grace gives up.
+    await Promise.all([proxy.close(Math.max(0, args.graceMs - Math.min(500, args.graceMs / 10))), admin?.close()]);
     flushSync();
   });
   void grace;

@@ -55,6 +55,8 @@ export interface RouteConfig {
   match: { host?: string; path_prefix: string };
   upstream: string;
   strip_prefix: boolean;
+  /** Tunnel HTTP Upgrade / extended CONNECT requests (default true). */
+  upgrade: boolean;
 }
 
 export interface HealthCheckConfig {
@@ -77,7 +79,7 @@ export interface UpstreamConfig {
   fail_timeout_ms: number;
   health_check: HealthCheckConfig | null;
   connections_per_server: number;
-  timeouts: { connect_ms: number; read_ms: number; send_ms: number };
+  timeouts: { connect_ms: number; read_ms: number; send_ms: number; tunnel_idle_ms: number };
   retries: { tries: number; methods: string[] };
   /** Bytes. */
   max_body: number;
@@ -164,6 +166,7 @@ routes:
   - match: { host: api.example.com, path_prefix: /v1 }
     upstream: api
     strip_prefix: false
+    upgrade: true               # tunnel WebSocket / HTTP Upgrade (false: forward without Upgrade)
   - match: { path_prefix: / }
     upstream: web
 upstreams:
@@ -178,7 +181,7 @@ upstreams:
     fail_timeout: 10s
     health_check: { path: /healthz, interval: 5s, timeout: 1s, rise: 2, fall: 3 }
     connections_per_server: 4
-    timeouts: { connect: 2s, read: 60s, send: 60s }
+    timeouts: { connect: 2s, read: 60s, send: 60s, tunnel_idle: 1h }
     retries: { tries: 2, methods: [GET, HEAD, OPTIONS, PUT, DELETE] }
     max_body: 10mb
   web:

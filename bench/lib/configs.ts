@@ -49,21 +49,21 @@ async function stopAll(procs: Proc[]): Promise<void> {
   for (const p of procs) await p.stop(5000);
 }
 
-function nodeApp(o: StartOptions, file: string, args: string[]): Proc {
+export function nodeApp(o: StartOptions, file: string, args: string[]): Proc {
   return startProcess(NODE, [...(o.nodeFlags ?? []), '--import', TYPESCRIPT_LOADER, path.join(APPS, file), ...args], { cwd: ROOT });
 }
 
 /** The V8 flags of bin/gatewire.js's shebang: what a user who runs `gatewire` gets. */
 const BIN_FLAGS = (/^#!.*\bnode\b(.*)$/m.exec(readFileSync(GATEWIRE_BIN, 'utf8').split('\n')[0]!)?.[1] ?? '').split(/\s+/).filter((f) => f.startsWith('--'));
 
-function gatewire(args: string[], o: StartOptions): Proc {
+export function gatewire(args: string[], o: StartOptions): Proc {
   // Node flags on the command line, not NODE_OPTIONS (which refuses --cpu-prof);
   // forked workers inherit them through process.execArgv.
   const nodeFlags = o.nodeFlags ?? [];
   return startProcess(NODE, [...BIN_FLAGS, ...nodeFlags, GATEWIRE_BIN, ...args], { cwd: ROOT });
 }
 
-async function ready(proc: Proc, address: string, re = /listening/i): Promise<void> {
+export async function ready(proc: Proc, address: string, re = /listening/i): Promise<void> {
   await Promise.race([
     proc.waitFor(re, 30_000),
     proc.exited.then((code) => {
@@ -128,7 +128,7 @@ http {
 `;
 }
 
-async function startNginx(o: StartOptions, upstream: string, location: string): Promise<{ proc: Proc; port: number }> {
+export async function startNginx(o: StartOptions, upstream: string, location: string): Promise<{ proc: Proc; port: number }> {
   const bin = requireTool('nginx');
   const port = await freePort();
   const conf = path.join(o.dir, 'nginx.conf');

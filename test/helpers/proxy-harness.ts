@@ -221,7 +221,7 @@ export interface UpstreamSpec {
 }
 
 export interface ProxySpec {
-  routes?: Array<{ match: { host?: string; path_prefix: string }; upstream: string; strip_prefix?: boolean }>;
+  routes?: Array<{ match: { host?: string; path_prefix: string }; upstream: string; strip_prefix?: boolean; upgrade?: boolean }>;
   upstreams: Record<string, UpstreamSpec>;
   [key: string]: unknown;
 }
@@ -239,11 +239,11 @@ export interface RunningProxy {
 function configText(spec: ProxySpec, port: number, adminPort: number | null): string {
   const servers = (u: UpstreamSpec) => u.servers.map((s) => (typeof s === 'string' ? { address: s } : s));
   const cfg = {
-    listen: { host: '127.0.0.1', port },
+    listen: { host: '127.0.0.1', port, ...((spec.listen as object | undefined) ?? {}) },
     admin: adminPort === null ? false : { host: '127.0.0.1', port: adminPort },
     log: { level: 'info', access: true },
     routes: spec.routes ?? [{ match: { path_prefix: '/' }, upstream: Object.keys(spec.upstreams)[0] }],
-    ...Object.fromEntries(Object.entries(spec).filter(([k]) => k !== 'routes' && k !== 'upstreams')),
+    ...Object.fromEntries(Object.entries(spec).filter(([k]) => k !== 'routes' && k !== 'upstreams' && k !== 'listen')),
     upstreams: Object.fromEntries(Object.entries(spec.upstreams).map(([k, u]) => [k, { ...u, servers: servers(u) }])),
   };
   return JSON.stringify(cfg, null, 2);
