@@ -17,6 +17,8 @@ export interface ProxyConfig {
   listen: { host: string; port: number; tls?: { cert: string; key: string }; http2: boolean };
   /** Default 127.0.0.1:9901; `admin: false` disables. */
   admin: { host: string; port: number } | null;
+  /** Worker processes (NGINX's worker_processes): 1 = this process serves, no master; 'auto' = one per core. */
+  workers: number | 'auto';
   /** CIDRs whose X-Forwarded-For is trusted (appended either way). */
   trust_proxy: boolean | string[];
   log: { level: string; access: boolean };
@@ -260,6 +262,7 @@ const ROOT_SCHEMA = obj(
       additionalProperties: false,
     },
     trust_proxy: { type: ['boolean', 'array'], items: { type: 'string', 'x-kind': 'cidr' } },
+    workers: { type: ['integer', 'string'], minimum: 1, pattern: '^auto$', 'x-kind': 'workers' },
     log: obj({ level: { enum: [...LOG_LEVELS] }, access: bool() }),
     limits: obj({
       max_header_size: size(),
@@ -354,6 +357,7 @@ const TYPE_WORDS: Record<string, string> = {
 function expectedTypeWords(types: string | string[], kind: unknown): string {
   if (kind === 'duration') return 'a number of seconds or a duration like "10s"';
   if (kind === 'size') return 'a number of bytes or a size like "10mb"';
+  if (kind === 'workers') return 'a number of worker processes (1 or more) or "auto" (one per core)';
   const list = (Array.isArray(types) ? types : [types]).map((t) => TYPE_WORDS[t] ?? t);
   return list.length === 1 ? list[0] : `${list.slice(0, -1).join(', ')} or ${list[list.length - 1]}`;
 }
@@ -425,7 +429,7 @@ function ajvMessage(err: ErrorObject, data: unknown): { segs: Seg[]; message: st
       return { segs, message: `expected ${expectedTypeWords((err.params as { type: string | string[] }).type, kind)}, got ${show(value)}` };
     }
     case 'pattern': {
-      if (kind === 'duration' || kind === 'size') return { segs, message: `expected ${expectedTypeWords('', kind)}, got ${show(value)}` };
+      if (kind === 'duration' || kind === 'size' || kind === 'workers') return { segs, message: `expected ${expectedTypeWords('', kind)}, got ${show(value)}` };
       if (kind === 'path') return { segs, message: `${show(value)} must start with "/" (write "/${String(value).replace(/^\/*/, '')}")` };
       if (err.keyword === 'pattern' && err.propertyName !== undefined) return null;
       return { segs, message: `${show(value)} has an unexpected form` };
@@ -805,6 +809,7 @@ function normalise(raw: Record<string, any>, file: string): ProxyConfig {
       http2: listen.http2 ?? false,
     },
     admin: raw.admin === true || raw.admin === undefined || typeof raw.admin === 'object' ? admin : null,
+    workers: raw.workers ?? 1,
     trust_proxy: raw.trust_proxy ?? false,
     log: { level: log.level ?? DEFAULTS.log.level, access: log.access ?? DEFAULTS.log.access },
     limits: {

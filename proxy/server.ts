@@ -104,7 +104,7 @@ class Runtime implements UpstreamRuntime {
 }
 
 /** Health probe through the same transport as traffic. */
-async function probe(transport: Transport, host: Host, path: string, timeoutMs: number): Promise<number> {
+export async function probe(transport: Transport, host: Host, path: string, timeoutMs: number): Promise<number> {
   const req: TransportRequest = {
     method: 'GET',
     path,
@@ -531,10 +531,12 @@ export class ProxyServer {
     }
   }
 
-  async listen(): Promise<string> {
+  /** On the config's address, or on a bound socket handle inherited from a supervisor (proxy/worker.ts). */
+  async listen(handle?: object): Promise<string> {
     const { host, port } = this.gen.config.listen;
     for (const r of this.gen.runtimes.values()) r.start();
-    const address = await this.app.listen({ host, port });
+    // with a handle, host only keeps Fastify from also binding ::1 for "localhost"
+    const address = await this.app.listen(handle ? ({ handle, host: '127.0.0.1' } as object) : { host, port });
     this.gaugeTimer = setInterval(() => this.updateGauges(), 1000);
     this.gaugeTimer.unref();
     return address;
@@ -572,6 +574,11 @@ export class ProxyServer {
       this.log.warn('listen and admin addresses change only on restart; kept the running ones');
     }
     return { changed };
+  }
+
+  /** The pool of an upstream of the running config (the worker applies the master's health and DNS to it). */
+  pool(upstream: string): UpstreamPool | undefined {
+    return this.gen.runtimes.get(upstream)?.pool;
   }
 
   status(): object {

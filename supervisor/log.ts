@@ -9,7 +9,7 @@ const { writeSync } = process.getBuiltinModule('node:fs');
 
 const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Number.POSITIVE_INFINITY };
 
-type Fields = Record<string, unknown>;
+type Fields = object;
 
 export interface MasterLog {
   debug(fields: Fields | string, msg?: string): void;
@@ -33,7 +33,7 @@ export function createMasterLog(level: string, bindings: Fields = {}): MasterLog
     if (n < threshold) return;
     let line = `{"level":${n},"time":${Date.now()},${base}`;
     if (typeof fields === 'string') msg = fields;
-    else for (const k of Object.keys(fields)) line += `,${JSON.stringify(k)}:${JSON.stringify(serialize(fields[k])) ?? 'null'}`;
+    else for (const [k, v] of Object.entries(fields)) line += `,${JSON.stringify(k)}:${JSON.stringify(serialize(v)) ?? 'null'}`;
     if (msg !== undefined) line += `,"msg":${JSON.stringify(msg)}`;
     writeSync(2, `${line}}\n`);
   };

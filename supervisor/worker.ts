@@ -9,7 +9,7 @@ export interface WorkerHooks {
   /** Stop accepting, finish in-flight work; the process exits 0 once this resolves. */
   stop(why: string): Promise<void>;
   /** Counters for the heartbeat (RSS is added here). */
-  load(): Omit<WorkerLoad, 'rss'>;
+  load(): Omit<WorkerLoad, 'rss'> | Promise<Omit<WorkerLoad, 'rss'>>;
   /** The master asks for something (the proxy's admin: this worker's metrics). */
   call?(what: string): unknown;
   /** The master tells every worker something (the proxy: a new config, an upstream's health). */
@@ -46,7 +46,7 @@ export function reportFatal(message: string): void {
  */
 export function joinSupervisor(hooks: WorkerHooks, opts: { heartbeatMs: number; info?: string }): WorkerLink {
   let stopping = false;
-  const heartbeat = () => send({ t: 'hb', ...hooks.load(), rss: process.memoryUsage.rss() });
+  const heartbeat = async () => send({ t: 'hb', ...(await hooks.load()), rss: process.memoryUsage.rss() });
   // The heartbeat is how the master sees a blocked event loop (harakiri).
   setInterval(heartbeat, opts.heartbeatMs);
   const stop = (why: string) => {
@@ -63,10 +63,7 @@ export function joinSupervisor(hooks: WorkerHooks, opts: { heartbeatMs: number; 
       case 'listen':
         hooks.listen(handle as object, msg.index).then(
           () => {
-            if (++listening === msg.total) {
-              heartbeat();
-              send({ t: 'ready' });
-            }
+            if (++listening === msg.total) heartbeat().then(() => send({ t: 'ready' }));
           },
           (err: Error) => reportFatal(`cannot accept on socket ${msg.index}: ${err.message}`),
         );
