@@ -199,7 +199,7 @@ export async function startGunicornFlask(t: TestContext, name: string): Promise<
 
 export interface UpstreamSpec {
   protocol?: 'gatewire' | 'uwsgi' | 'http';
-  servers: Array<{ address: string; weight?: number; backup?: boolean } | string>;
+  servers: Array<{ address: string; weight?: number; backup?: boolean; resolve?: boolean } | string>;
   [key: string]: unknown;
 }
 
