@@ -143,16 +143,8 @@ export async function runProxyMaster(opts: { configFile: string; config: ProxyCo
     },
   });
 
-  await syncUpstreams(config);
-  sup.broadcast('config', config, 'config');
-  const failed = await sup.start();
-  if (failed !== null) {
-    for (const g of upstreams.values()) g.stop();
-    process.stderr.write(`gatewire proxy: cannot listen on ${listen.text}: ${failed}\n`);
-    return 1;
-  }
-  const sharing = setInterval(share, SHARE_EVERY_MS);
-
+  // the admin port answers before the first worker accepts: whoever waits for the proxy's port
+  // (gatewire up, an orchestrator) can ask /status at once
   let admin: AdminServer | null = null;
   if (config.admin) {
     const metrics = {
@@ -164,10 +156,19 @@ export async function runProxyMaster(opts: { configFile: string; config: ProxyCo
       admin = await startAdmin({ host: config.admin.host, port: config.admin.port, metrics, status });
     } catch (err) {
       process.stderr.write(`gatewire proxy: cannot listen on admin ${config.admin.host}:${config.admin.port}: ${(err as Error).message}\n`);
-      await sup.stop('admin failed');
       return 1;
     }
   }
+  await syncUpstreams(config);
+  sup.broadcast('config', config, 'config');
+  const failed = await sup.start();
+  if (failed !== null) {
+    for (const g of upstreams.values()) g.stop();
+    await admin?.close();
+    process.stderr.write(`gatewire proxy: cannot listen on ${listen.text}: ${failed}\n`);
+    return 1;
+  }
+  const sharing = setInterval(share, SHARE_EVERY_MS);
   sup.handleSignals(async () => {
     clearInterval(sharing);
     for (const g of upstreams.values()) g.stop();
