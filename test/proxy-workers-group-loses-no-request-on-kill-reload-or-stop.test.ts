@@ -238,3 +238,21 @@ test('SIGTERM under load: every worker finishes its in-flight requests and the g
   // keep-alive requests answered before the stop are whole; after it, the connection is closed, never a 5xx
   assert.ok(results.every((r) => r.ok || !r.detail.startsWith('status 5')), JSON.stringify(results.filter((r) => !r.ok).slice(0, 3)));
 });
+
+test('workers: in the config takes a number of processes or auto; anything else is an error naming the key and the fix', async () => {
+  const { parseConfig, ConfigError } = await import('../proxy/config.ts');
+  const base = 'routes: [{ match: { path_prefix: / }, upstream: app }]\nupstreams: { app: { servers: [{ address: "127.0.0.1:9000" }] } }\n';
+  assert.equal(parseConfig(base, 'g.yaml').workers, 1);
+  assert.equal(parseConfig(`workers: 4\n${base}`, 'g.yaml').workers, 4);
+  assert.equal(parseConfig(`workers: auto\n${base}`, 'g.yaml').workers, 'auto');
+  for (const [value, message] of [
+    ['0', /g\.yaml:1:10: workers: must be at least 1, got 0/],
+    ['all', /g\.yaml:1:10: workers: expected a number of worker processes \(1 or more\) or "auto" \(one per core\), got "all"/],
+    ['1.5', /g\.yaml:1:10: workers: expected a number of worker processes \(1 or more\) or "auto" \(one per core\), got 1\.5/],
+  ] as const) {
+    assert.throws(
+      () => parseConfig(`workers: ${value}\n${base}`, 'g.yaml'),
+      (err: Error) => err instanceof ConfigError && message.test(err.message),
+    );
+  }
+});
