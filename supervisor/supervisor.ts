@@ -15,17 +15,26 @@
 // restarts or reloads waits in the kernel backlog instead of being refused.
 // The cost is the kernel's less even spreading of connections across workers.
 //
-// Why not `reusePort` (Node 22.12+: each worker binds its own SO_REUSEPORT
-// socket and the kernel hashes connections across them, evenly): measured
-// here with the proxy, 2 workers, wrk -c64 on hello, interleaved rounds, it
-// gave no more req/s than the shared socket (see bench/README.md, "proxy
-// workers"), and it loses what the shared socket guarantees: a worker's own
-// socket takes its accept queue down with it, so connections the kernel
-// already hashed to a worker that crashes or is replaced are reset instead
-// of waiting for the next worker, and a restarting worker's share of new
-// connections is refused until it binds again.
+// Every worker waits on the one socket and whichever wakes first accepts; libuv
+// then accepts in a loop until the backlog is empty, so the worker that wakes
+// first takes a burst of connections whole (64 keep-alive connections opened
+// at once: the busiest of 2 workers served 93 % of the requests). Workers run
+// with UV_TCP_SINGLE_ACCEPT=1 (unless the environment says otherwise): libuv
+// yields after each accept, and the others get their share (67 %).
 //
-// The master is kept small (issue: ≤ 45 MiB, a bare Node is ~41): it loads
+// Why not `reusePort` (Node 22.12+: each worker binds its own SO_REUSEPORT
+// socket and the kernel hashes connections across them): measured with
+// bench/listen-models.ts (2 workers, node:http hello, wrk, 3 interleaved
+// rounds, medians, on a shared 2-core machine), it spread keep-alive
+// connections most evenly (busiest worker 56 %) but served no more than the
+// shared socket with single accept (23,900 vs 25,150 req/s; plain shared
+// socket 15,800), and it loses what the shared socket guarantees: a worker's
+// own socket takes its accept queue down with it, so connections already
+// hashed to a worker that is killed are reset (16 failed requests per kill
+// with a new connection per request, against 1 — the one in flight — with
+// the shared socket).
+//
+// The master stays small (a bare Node is ~41 MiB, the master ~49): it loads
 // node:child_process and this directory, never the app, the proxy's routing,
 // Fastify or pino.
 import type { ChildProcess } from 'node:child_process';
@@ -181,7 +190,13 @@ export class Supervisor {
   private spawn(slot: number): Worker {
     const id = this.nextId++;
     const child = fork(gatewireBin(), this.opts.workerArgs, {
-      env: { ...process.env, ...this.opts.env, GATEWIRE_ROLE: 'worker', GATEWIRE_WORKER_ID: String(id) },
+      env: {
+        UV_TCP_SINGLE_ACCEPT: '1',
+        ...process.env,
+        ...this.opts.env,
+        GATEWIRE_ROLE: 'worker',
+        GATEWIRE_WORKER_ID: String(id),
+      },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       execArgv: process.execArgv,
       serialization: 'json',
