@@ -138,6 +138,8 @@ export async function runProxyMaster(opts: { configFile: string; config: ProxyCo
       config = next;
       reloads++;
       sup.broadcast('config', next, 'config');
+      // IPC keeps order: a worker that answers this has swapped the new config in
+      await sup.callAll('sync');
       log.info({ config: opts.configFile, changed }, 'configuration reloaded');
       process.stdout.write(`gatewire proxy: configuration reloaded (${changed.length ? `new: ${changed.join(', ')}` : 'no upstream changed'})\n`);
     },

@@ -123,6 +123,8 @@ export async function runProxyWorker(graceMs: number): Promise<number> {
       call: async (what) => {
         if (what === 'metrics') return metrics.registry.getMetricsAsJSON();
         if (what === 'status') return proxy?.status() ?? null;
+        // answered after every note sent before it (the master waits for it after a reload)
+        if (what === 'sync') return true;
         throw new Error(`unknown call ${what}`);
       },
       note: onNote,
