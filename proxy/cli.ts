@@ -1,12 +1,13 @@
 // `gatewire proxy --config FILE [--check]`: load and validate the config (nginx -t
 // with --check), serve, reload on SIGHUP (a bad new config is logged and the
 // running one kept), stop gracefully on SIGTERM/SIGINT (close-with-grace: stop
-// accepting, let in-flight exchanges finish, then exit 0). With --workers N
-// (or `workers:` in the config) this process becomes the master of N workers
-// (proxy/master.ts); a worker it forks comes back here and runs proxy/worker.ts.
+// accepting, let in-flight exchanges finish, flush the log, then exit 0). With
+// --workers N (or `workers:` in the config) this process becomes the master of
+// N workers (proxy/master.ts); a worker it forks comes back here and runs
+// proxy/worker.ts.
 import { availableParallelism } from 'node:os';
 import closeWithGrace from 'close-with-grace';
-import pino from 'pino';
+import { createProxyLog } from './access-log.ts';
 import { ConfigError, loadConfig, type ProxyConfig } from './config.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { ProxyServer } from './server.ts';
@@ -90,7 +91,7 @@ export async function runProxy(argv: string[]): Promise<number> {
   const workers = workerCount(args.workers ?? config.workers);
   if (workers > 1) return (await import('./master.ts')).runProxyMaster({ configFile: args.config, config, workers, graceMs: args.graceMs });
 
-  const log = pino({ level: config.log.level, base: { name: 'gatewire-proxy', pid: process.pid } });
+  const { log, flush, flushSync } = createProxyLog(config.log.level);
   const metrics = new ProxyMetrics();
   const proxy = new ProxyServer(config, { logger: log, metrics });
   let address: string;
@@ -116,6 +117,7 @@ export async function runProxy(argv: string[]): Promise<number> {
 
   let reloading = Promise.resolve();
   const onHup = () => {
+    flush();
     reloading = reloading.then(async () => {
       try {
         const next = await loadConfig(args.config);
@@ -136,6 +138,7 @@ export async function runProxy(argv: string[]): Promise<number> {
     else log.info({ signal }, 'closing gracefully');
     process.removeListener('SIGHUP', onHup);
     await Promise.all([proxy.close(), admin?.close()]);
+    flushSync();
   });
   void grace;
   return -1;

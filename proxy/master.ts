@@ -20,7 +20,7 @@ import { type AdminServer, startAdmin } from './admin.ts';
 import { ConfigError, loadConfig, type ProxyConfig, type UpstreamConfig } from './config.ts';
 import { HealthChecker } from './healthchecks.ts';
 import { ProxyMetrics } from './metrics.ts';
-import { createTransport, probe } from './server.ts';
+import { createTransport, probe } from './upstream-runtime.ts';
 import type { Transport } from './transports/transport.ts';
 import { UpstreamPool } from './upstreams.ts';
 import type { UpstreamView } from './worker.ts';

@@ -11,8 +11,8 @@
 // Passive health (max_fails) stays each worker's own, as in NGINX without a
 // shared zone. The admin port is the master's; it asks workers for their
 // metrics and status.
-import pino from 'pino';
 import { joinSupervisor, workerId } from '../supervisor/worker.ts';
+import { createProxyLog } from './access-log.ts';
 import type { ProxyConfig } from './config.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { ProxyServer } from './server.ts';
@@ -35,6 +35,7 @@ export async function runProxyWorker(graceMs: number): Promise<number> {
   /** Upstream → address → healthy, per the master's health checks. */
   const health = new Map<string, Map<string, boolean>>();
   let proxy: ProxyServer | null = null;
+  let flushLog = () => {};
   let configured!: (p: ProxyServer) => void;
   const ready = new Promise<ProxyServer>((resolve) => {
     configured = resolve;
@@ -61,11 +62,13 @@ export async function runProxyWorker(graceMs: number): Promise<number> {
     if (note.what === 'config') {
       const cfg = workerConfig(note.data);
       if (proxy === null) {
-        const log = pino({ level: cfg.log.level, base: { name: 'gatewire-proxy', pid: process.pid, worker: workerId() } });
-        proxy = new ProxyServer(cfg, { logger: log, metrics, resolver });
+        const { log, flush } = createProxyLog(cfg.log.level);
+        flushLog = flush;
+        proxy = new ProxyServer(cfg, { logger: log.child({ worker: workerId() }), metrics, resolver });
         for (const upstream of health.keys()) applyHealth(proxy, upstream);
         configured(proxy);
       } else {
+        flushLog();
         const { changed } = proxy.reload(cfg);
         for (const upstream of changed) applyHealth(proxy, upstream);
         proxy.log.info({ config: cfg.file, changed }, 'configuration reloaded');
