@@ -6,7 +6,7 @@
 FROM node:24-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --no-fund --no-audit
+RUN npm ci --ignore-scripts --no-fund --no-audit
 COPY tsconfig.json tsconfig.build.json ./
 COPY protocol ./protocol
 COPY proxy ./proxy
@@ -14,6 +14,7 @@ COPY appserver ./appserver
 COPY cli ./cli
 COPY examples ./examples
 COPY deploy ./deploy
+COPY bin ./bin
 RUN npm run build
 
 FROM node:24-slim AS runtime
@@ -25,7 +26,7 @@ RUN apt-get update \
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-fund --no-audit && npm cache clean --force
+RUN npm ci --omit=dev --ignore-scripts --no-fund --no-audit && npm cache clean --force
 # bin/gatewire.js runs dist/cli/main.js when the TypeScript sources are absent (they are, here).
 COPY --from=build /app/dist ./dist
 COPY bin ./bin

@@ -38,6 +38,7 @@
 // node:child_process and this directory, never the app, the proxy's routing,
 // Fastify or pino.
 import type { ChildProcess } from 'node:child_process';
+import { childNodeFlags } from '../cli/node-flags.ts';
 import { type BoundHandle, bindHandle, describeBound, type ListenAddress } from './listen.ts';
 import type { MasterLog } from './log.ts';
 import type { FromWorker, ToWorker, WorkerLoad } from './messages.ts';
@@ -198,7 +199,7 @@ export class Supervisor {
         GATEWIRE_WORKER_ID: String(id),
       },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      execArgv: process.execArgv,
+      execArgv: childNodeFlags(),
       serialization: 'json',
     });
     let resolveReady!: (ok: boolean) => void;
