@@ -66,27 +66,36 @@ function get(port: number, path: string, agent: http.Agent | false): Promise<Out
   });
 }
 
-/** `n` lanes, each one keep-alive connection sending requests back to back until stop(). */
-function lanes(port: number, path: string, n: number) {
+/** Lanes, each one keep-alive connection sending requests back to back until stop() (also called when the test ends). */
+function lanes(t: TestContext, port: number, path: string, n: number) {
   let running = true;
   const results: Array<Outcome & { lane: number; at: number }> = [];
-  const agents = Array.from({ length: n }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
-  const loops = agents.map(async (agent, lane) => {
-    while (running) {
-      const o = await get(port, path, agent);
-      results.push({ ...o, lane, at: Date.now() });
-      if (!o.ok) await sleep(10);
+  const agents: http.Agent[] = [];
+  const loops: Promise<void>[] = [];
+  const add = (count: number) => {
+    for (let i = 0; i < count; i++) {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      const lane = agents.push(agent) - 1;
+      loops.push(
+        (async () => {
+          while (running) {
+            const o = await get(port, path, agent);
+            results.push({ ...o, lane, at: Date.now() });
+            if (!o.ok) await sleep(10);
+          }
+        })(),
+      );
     }
-  });
-  return {
-    results,
-    async stop() {
-      running = false;
-      await Promise.all(loops);
-      for (const a of agents) a.destroy();
-      return results;
-    },
   };
+  add(n);
+  const stop = async () => {
+    running = false;
+    await Promise.all(loops);
+    for (const a of agents) a.destroy();
+    return results;
+  };
+  t.after(stop);
+  return { results, add, stop };
 }
 
 /** The pid of the process that owns the server side of the connection from client port `localPort`. */
@@ -99,7 +108,8 @@ function ownerOf(proxyPort: number, localPort: number): number | null {
 async function startGroup(t: TestContext, workers = 2) {
   const [a, b] = await Promise.all([startAppserver(t, 'A'), startAppserver(t, 'B')]);
   const proxy = await startProxy(t, { workers, log: { level: 'info', access: false }, upstreams: { app: { servers: [a.address] } } });
-  assert.match(proxy.proc.output(), new RegExp(`\\(${workers} workers\\)`));
+  // workers log their own "listening on" lines; the master's comes once all of them accept
+  await proxy.proc.waitFor(new RegExp(`gatewire proxy listening on .* \\(${workers} workers\\)`), 30_000);
   return { a, b, proxy, admin: proxy.admin as string };
 }
 
@@ -137,16 +147,23 @@ test('2 workers both take connections; /metrics counts exactly the requests sent
 test('a worker SIGKILLed under load is respawned and no request on the other worker fails', { timeout: 90_000 }, async (t) => {
   const { proxy, admin } = await startGroup(t);
   const pids = (await status(admin)).workers.map((w) => w.pid);
-  const load = lanes(proxy.port, '/slow?ms=5', 12);
-  await sleep(800);
-  // which worker holds each lane's connection right now
+  const load = lanes(t, proxy.port, '/slow?ms=5', 8);
+  // which worker holds each lane's connection; more lanes until both workers hold some (the kernel
+  // gives a new connection to whichever worker wakes first: on a busy machine, often the same one)
   const laneOwner = new Map<number, number | null>();
-  const lastPort = new Map<number, number>();
-  for (const r of load.results) lastPort.set(r.lane, r.localPort);
-  for (const [lane, port] of lastPort) laneOwner.set(lane, ownerOf(proxy.port, port));
-  const [victim, survivor] = pids;
+  for (let attempt = 0; attempt < 20; attempt++) {
+    await sleep(300);
+    const lastPort = new Map<number, number>();
+    for (const r of load.results) lastPort.set(r.lane, r.localPort);
+    for (const [lane, port] of lastPort) laneOwner.set(lane, ownerOf(proxy.port, port));
+    if (pids.every((pid) => [...laneOwner.values()].includes(pid))) break;
+    load.add(4);
+  }
+  // the victim is a worker holding lanes, the survivor the other
+  const victim = pids.find((pid) => [...laneOwner.values()].includes(pid)) as number;
+  const survivor = pids.find((pid) => pid !== victim) as number;
   const onSurvivor = [...laneOwner].filter(([, pid]) => pid === survivor).map(([lane]) => lane);
-  assert.ok(onSurvivor.length > 0, `no lane on the surviving worker: ${JSON.stringify([...laneOwner])}`);
+  assert.ok(onSurvivor.length > 0, `no lane on the surviving worker after adding lanes: ${JSON.stringify([...laneOwner])}`);
   const killedAt = Date.now();
   process.kill(victim, 'SIGKILL');
   const after = await eventually(
@@ -174,7 +191,7 @@ test('a worker SIGKILLed under load is respawned and no request on the other wor
 
 test('SIGHUP under 4,000+ requests loses none and every worker runs the new config; an invalid config is kept out', { timeout: 120_000 }, async (t) => {
   const { b, proxy, admin } = await startGroup(t);
-  const keepAlive = lanes(proxy.port, '/', 8);
+  const keepAlive = lanes(t, proxy.port, '/', 8);
   let fresh = 0;
   let freshFailed: string[] = [];
   let stop = false;
@@ -184,6 +201,10 @@ test('SIGHUP under 4,000+ requests loses none and every worker runs the new conf
       fresh++;
       if (!o.ok) freshFailed.push(o.detail);
     }
+  });
+  t.after(() => {
+    stop = true;
+    return Promise.all(newConnections);
   });
   await sleep(500);
   proxy.rewrite({ workers: 2, log: { level: 'info', access: false }, upstreams: { app: { servers: [b.address] } } });
@@ -223,7 +244,7 @@ test('SIGHUP under 4,000+ requests loses none and every worker runs the new conf
 
 test('SIGTERM under load: every worker finishes its in-flight requests and the group exits 0', { timeout: 90_000 }, async (t) => {
   const { proxy } = await startGroup(t);
-  const load = lanes(proxy.port, '/', 4);
+  const load = lanes(t, proxy.port, '/', 4);
   const slow = Array.from({ length: 12 }, () => get(proxy.port, '/slow?ms=1500', false));
   await sleep(600);
   proxy.proc.kill('SIGTERM');

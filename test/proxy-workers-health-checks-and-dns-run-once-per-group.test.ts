@@ -54,7 +54,7 @@ test('health probes reach each server once per interval, whatever the number of 
       },
     },
   });
-  assert.match(proxy.proc.output(), /\(3 workers\)/);
+  await proxy.proc.waitFor(/gatewire proxy listening on .* \(3 workers\)/, 30_000);
   await sleep(500);
   const start = { a: a.state.probes, b: b.state.probes };
   await sleep(4000);
@@ -92,6 +92,7 @@ test('a resolve: true name is queried once per interval for the group, and every
     resolver: { servers: [dns.server], interval: '500ms' },
     upstreams: { app: { protocol: 'http', servers: [{ address: `app.test:${a.port}`, resolve: true }] } },
   });
+  await proxy.proc.waitFor(/gatewire proxy listening on .* \(3 workers\)/, 30_000);
   const queries = () => (dns.proc.output().match(/query\[A\] app\.test/g) ?? []).length;
   await sleep(500);
   const before = queries();
