@@ -64,6 +64,8 @@ export interface SupervisorOptions {
   heartbeatTimeoutMs: number;
   /** A stopping worker gets this long to finish its in-flight work (then 5 s more before SIGKILL). */
   gracefulTimeoutMs: number;
+  /** SIGTERM: serve as usual this long before the graceful stop (an orchestrator removes the endpoint meanwhile). */
+  drainDelayMs?: number;
   log: MasterLog;
   /** Extra environment for the workers. */
   env?: NodeJS.ProcessEnv;
@@ -182,7 +184,7 @@ export class Supervisor {
         this.closeHandles();
         process.exit(1);
       }
-      this.stop(signal).then(onStopped);
+      this.stop(signal, signal === 'SIGTERM' ? (this.opts.drainDelayMs ?? 0) : 0).then(onStopped);
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
@@ -375,15 +377,24 @@ export class Supervisor {
     })();
   }
 
-  /** Every worker stops accepting and finishes its in-flight work; resolves once all exited and the sockets are closed. */
-  async stop(signal: string): Promise<void> {
+  /**
+   * After `drainMs` of serving as usual, every worker stops accepting and finishes its in-flight
+   * work; resolves once all exited. The listening sockets close as the stop begins, not when the
+   * last worker exits: a connection that arrives meanwhile is refused at once (a proxy retries that
+   * elsewhere, whatever the method) instead of waiting in a backlog nobody accepts from.
+   */
+  async stop(signal: string, drainMs = 0): Promise<void> {
     this.stopping = true;
+    if (drainMs > 0) {
+      this.log.info({ signal, drainDelayMs: drainMs }, 'draining: serving as usual until the graceful stop');
+      await new Promise((r) => setTimeout(r, drainMs));
+    }
     this.log.info({ signal, workers: this.workers.size }, 'stopping gracefully');
     if (this.watchdog) clearInterval(this.watchdog);
     const exits = [...this.workers.values()].map((w) => new Promise<void>((r) => (w.child.exitCode !== null || w.child.signalCode !== null ? r() : w.child.once('exit', () => r()))));
     for (const w of this.workers.values()) this.stopWorker(w);
-    await Promise.all(exits);
     this.closeHandles();
+    await Promise.all(exits);
     this.log.info('stopped');
   }
 

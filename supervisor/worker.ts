@@ -44,7 +44,7 @@ export function reportFatal(message: string): void {
  * Joins the master: tells it this worker is loaded (`info` is shown by the master), then accepts on
  * the handles it sends. `heartbeatMs` must be well below the master's harakiri limit.
  */
-export function joinSupervisor(hooks: WorkerHooks, opts: { heartbeatMs: number; info?: string }): WorkerLink {
+export function joinSupervisor(hooks: WorkerHooks, opts: { heartbeatMs: number; info?: string; drainDelayMs?: number }): WorkerLink {
   let stopping = false;
   const heartbeat = async () => send({ t: 'hb', ...(await hooks.load()), rss: process.memoryUsage.rss() });
   // The heartbeat is how the master sees a blocked event loop (harakiri).
@@ -86,7 +86,8 @@ export function joinSupervisor(hooks: WorkerHooks, opts: { heartbeatMs: number; 
   });
   // The master is gone (killed): finish what is in flight and leave.
   process.on('disconnect', () => stop('master went away'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  // SIGTERM to the whole group (systemd's KillMode=control-group): drain along with the master
+  process.on('SIGTERM', () => setTimeout(() => stop('SIGTERM'), opts.drainDelayMs ?? 0));
   // Ctrl-C and a terminal hangup reach the whole process group: the master coordinates.
   process.on('SIGINT', () => {});
   process.on('SIGHUP', () => {});
