@@ -95,6 +95,8 @@ interface Worker {
   slot: number;
   child: ChildProcess;
   state: WorkerState;
+  /** Said 'loaded': it listens for notes (it got the sticky ones then). */
+  loaded: boolean;
   startedAt: number;
   lastBeat: number;
   load: WorkerLoad;
@@ -214,6 +216,7 @@ export class Supervisor {
       slot,
       child,
       state: 'starting',
+      loaded: false,
       startedAt: now,
       lastBeat: now,
       load: { requests: 0, inflight: 0, connections: 0, rss: 0 },
@@ -234,6 +237,7 @@ export class Supervisor {
   private onMessage(w: Worker, msg: FromWorker): void {
     switch (msg.t) {
       case 'loaded': {
+        w.loaded = true;
         if (msg.info) this.info = msg.info;
         // what every worker must know before it accepts (the proxy: its config, upstream health)
         for (const note of this.sticky.values()) this.send(w, note);
@@ -414,7 +418,8 @@ export class Supervisor {
   broadcast(what: string, data: unknown, key?: string): void {
     const note: ToWorker = { t: 'note', what, data };
     if (key !== undefined) this.sticky.set(key, note);
-    for (const w of this.workers.values()) if (w.state !== 'stopping') this.send(w, note);
+    // a worker not loaded yet gets the sticky notes when it is
+    for (const w of this.workers.values()) if (w.loaded && w.state !== 'stopping') this.send(w, note);
   }
 
   /** Asks every accepting worker; a worker that does not answer within `timeoutMs` is left out. */
