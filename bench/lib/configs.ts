@@ -355,6 +355,6 @@ export function selectConfigurations(filter: string | undefined, proxyWorkers?: 
   if (!filter) return all;
   const wanted = filter.split(',').map((s) => s.trim()).filter(Boolean);
   // --workers adds (2w) to whatever --configs names, with (2) to compare it with
-  if (proxyWorkers) wanted.push('2', '2w');
-  return all.filter((c) => wanted.some((w) => c.id === w || (c.id !== '2w' && c.id.replace(/\D+$/, '') === w)));
+  const exact = proxyWorkers ? ['2', '2w'] : [];
+  return all.filter((c) => exact.includes(c.id) || wanted.some((w) => c.id === w || (c.id !== '2w' && c.id.replace(/\D+$/, '') === w)));
 }
