@@ -62,7 +62,7 @@ test('health probes reach each server once per interval, whatever the number of 
   const probesB = b.state.probes - start.b;
   t.diagnostic(`in 4 s at a 500 ms interval: ${probesA} probes at A, ${probesB} at B (3 workers)`);
   // 8 expected; one checker per worker would make 24
-  for (const n of [probesA, probesB]) assert.ok(n >= 6 && n <= 10, `${n} probes in 4 s`);
+  for (const n of [probesA, probesB]) assert.ok(n >= 5 && n <= 10, `${n} probes in 4 s`);
 
   // A fails its checks: no worker sends it anything; it recovers: every worker uses it again
   a.state.failing = true;
@@ -79,7 +79,10 @@ test('health probes reach each server once per interval, whatever the number of 
   const status = await call(`${proxy.admin}/status`).then((r) => r.json<{ upstreams: Array<{ hosts: Array<{ address: string; healthy: boolean }> }> }>());
   assert.ok(status.upstreams[0].hosts.every((h) => h.healthy));
   const metrics = (await call(`${proxy.admin}/metrics`)).text;
-  assert.match(metrics, new RegExp(`gatewire_upstream_health_transitions_total\\{upstream="app",host="127.0.0.1:${a.port}",to="down"\\} 1\\n`));
+  // the master's checker is the one that counts (at least the transition caused here; a probe
+  // timing out on a loaded machine may add more)
+  const down = new RegExp(`gatewire_upstream_health_transitions_total\\{upstream="app",host="127.0.0.1:${a.port}",to="down"\\} (\\d+)\\n`).exec(metrics);
+  assert.ok(down && Number(down[1]) >= 1, `no down transition of A in /metrics:\n${metrics.split('\n').filter((l) => l.includes('health')).join('\n')}`);
 });
 
 test('a resolve: true name is queried once per interval for the group, and every worker forwards to its records', { timeout: 90_000 }, async (t) => {
@@ -100,7 +103,7 @@ test('a resolve: true name is queried once per interval for the group, and every
   const n = queries() - before;
   t.diagnostic(`${n} A queries for app.test in 4 s at a 500 ms interval (3 workers)`);
   // 8 expected; a resolver per worker would make 24
-  assert.ok(n >= 6 && n <= 10, `${n} queries in 4 s`);
+  assert.ok(n >= 5 && n <= 10, `${n} queries in 4 s`);
   const statuses = await Promise.all(Array.from({ length: 30 }, () => fresh(`${proxy.url}/`)));
   assert.deepEqual([...new Set(statuses)], [200]);
 });
