@@ -9,7 +9,6 @@ import { availableParallelism } from 'node:os';
 import closeWithGrace from 'close-with-grace';
 import { createProxyLog } from './access-log.ts';
 import { ConfigError, loadConfig, type ProxyConfig } from './config.ts';
-import { ProxyMetrics } from './metrics.ts';
 import { ProxyServer } from './server.ts';
 import { isSupervisedWorker } from '../supervisor/worker.ts';
 
@@ -91,8 +90,9 @@ export async function runProxy(argv: string[]): Promise<number> {
   const workers = workerCount(args.workers ?? config.workers);
   if (workers > 1) return (await import('./master.ts')).runProxyMaster({ configFile: args.config, config, workers, graceMs: args.graceMs });
 
-  const { log, flush, flushSync } = createProxyLog(config.log.level);
-  const metrics = new ProxyMetrics();
+  const { log, flush, flushSync } = createProxyLog(config.log.level, config.log.flush_interval_ms);
+  // Metrics are read on the admin server only: without it, prom-client is not even loaded
+  const metrics = config.admin ? new (await import('./metrics.ts')).ProxyMetrics() : null;
   const proxy = new ProxyServer(config, { logger: log, metrics });
   let address: string;
   try {
@@ -103,7 +103,7 @@ export async function runProxy(argv: string[]): Promise<number> {
     return 1;
   }
   let admin: { close(): Promise<void>; address: string } | null = null;
-  if (config.admin) {
+  if (config.admin && metrics) {
     const { startAdmin } = await import('./admin.ts');
     try {
       admin = await startAdmin({ host: config.admin.host, port: config.admin.port, metrics, status: () => proxy.status(), logger: log });
@@ -137,7 +137,8 @@ export async function runProxy(argv: string[]): Promise<number> {
     if (err) log.error({ err }, 'fatal error, closing');
     else log.info({ signal }, 'closing gracefully');
     process.removeListener('SIGHUP', onHup);
-    await Promise.all([proxy.close(), admin?.close()]);
+    // Tunnels (WebSockets) get the grace period less a margin, so they are closed before close-with-grace gives up.
+    await Promise.all([proxy.close(Math.max(0, args.graceMs - Math.min(500, args.graceMs / 10))), admin?.close()]);
     flushSync();
   });
   void grace;

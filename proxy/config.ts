@@ -25,7 +25,8 @@ export interface ProxyConfig {
   workers: number | 'auto';
   /** CIDRs whose X-Forwarded-For is trusted (appended either way). */
   trust_proxy: boolean | string[];
-  log: { level: string; access: boolean };
+  /** flush_interval: how long a log line may wait in the buffer (NGINX's access_log flush=). */
+  log: { level: string; access: boolean; flush_interval_ms: number };
   limits: { max_header_size: number; header_timeout_ms: number; keepalive_timeout_ms: number; max_connections: number; body_timeout_ms: number };
   /** DNS servers used for `resolve: true` servers; empty = the system resolver (getaddrinfo: /etc/hosts, search domains). */
   resolver: ResolverConfig;
@@ -56,6 +57,8 @@ export interface RouteConfig {
   match: { host?: string; path_prefix: string };
   upstream: string;
   strip_prefix: boolean;
+  /** Tunnel HTTP Upgrade / extended CONNECT requests (default true). */
+  upgrade: boolean;
 }
 
 export interface HealthCheckConfig {
@@ -78,7 +81,7 @@ export interface UpstreamConfig {
   fail_timeout_ms: number;
   health_check: HealthCheckConfig | null;
   connections_per_server: number;
-  timeouts: { connect_ms: number; read_ms: number; send_ms: number };
+  timeouts: { connect_ms: number; read_ms: number; send_ms: number; tunnel_idle_ms: number };
   retries: { tries: number; methods: string[] };
   /** Bytes. */
   max_body: number;
@@ -159,13 +162,14 @@ listen: { host: 127.0.0.1, port: 8080 }   # optional: tls: { cert: FILE, key: FI
 admin: { host: 127.0.0.1, port: 9901 }    # GET /metrics, /status, /healthz; admin: false disables
 trust_proxy: false                        # or a list of CIDRs whose X-Forwarded-For is trusted
 workers: 1                                # worker processes under one master; auto = one per core
-log: { level: info, access: true }
+log: { level: info, access: true, flush_interval: 1s }   # lines are buffered; flushed on SIGHUP and on stop
 limits: { max_header_size: 16k, header_timeout: 60s, body_timeout: 60s, keepalive_timeout: 75s, max_connections: 0 }
 resolver: { interval: 5s, timeout: 2s }   # servers: ["127.0.0.1:53"]; none = the system resolver
 routes:
   - match: { host: api.example.com, path_prefix: /v1 }
     upstream: api
     strip_prefix: false
+    upgrade: true               # tunnel WebSocket / HTTP Upgrade (false: forward without Upgrade)
   - match: { path_prefix: / }
     upstream: web
 upstreams:
@@ -180,7 +184,7 @@ upstreams:
     fail_timeout: 10s
     health_check: { path: /healthz, interval: 5s, timeout: 1s, rise: 2, fall: 3 }
     connections_per_server: 4
-    timeouts: { connect: 2s, read: 60s, send: 60s }
+    timeouts: { connect: 2s, read: 60s, send: 60s, tunnel_idle: 1h }
     retries: { tries: 2, methods: [GET, HEAD, OPTIONS, PUT, DELETE] }
     max_body: 10mb
   web:

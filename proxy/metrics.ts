@@ -110,6 +110,12 @@ export class ProxyMetrics {
   readonly connections: Gauge;
   /** Requests in flight to each upstream server (gatewire streams, uwsgi/http requests). */
   readonly upstreamStreams: Gauge<'upstream' | 'host'>;
+  /** Upgraded connections (WebSocket…) open through the proxy. */
+  readonly tunnelsOpen: Gauge;
+  /** Upgrade requests by the answer they got (101, or the refusal's status). */
+  readonly upgrades: Counter<'route' | 'upstream' | 'status'>;
+  /** Bytes relayed by tunnels once closed: `up` client → upstream, `down` upstream → client. */
+  readonly tunnelBytes: Counter<'direction'>;
   /** Per-request series, resolved once (route → upstream). */
   private readonly routeSeries = new Map<string, Map<string, RouteSeries>>();
   /** upstream → "outcome host" → series. */
@@ -176,6 +182,38 @@ export class ProxyMetrics {
       labelNames: ['upstream', 'host'],
       registers,
     });
+    this.tunnelsOpen = new Gauge({ name: 'gatewire_tunnels_open', help: 'Upgraded connections (WebSocket and other HTTP Upgrade protocols) open through the proxy.', registers });
+    this.upgrades = new Counter({
+      name: 'gatewire_upgrades_total',
+      help: 'Upgrade requests (HTTP/1.1 Upgrade, HTTP/2 extended CONNECT), by route, upstream and the status answered (101 when tunnelled).',
+      labelNames: ['route', 'upstream', 'status'],
+      registers,
+    });
+    this.tunnelBytes = new Counter({
+      name: 'gatewire_tunnel_bytes_total',
+      help: 'Bytes relayed by tunnels (counted as they flow, at most one idle-sweep period late): up (client to upstream), down (upstream to client).',
+      labelNames: ['direction'],
+      registers,
+    });
+  }
+
+  upgradeFinished(route: string, upstream: string, status: number): void {
+    this.upgrades.inc({ route, upstream, status: String(status) });
+  }
+
+  tunnelOpened(): void {
+    this.tunnelsOpen.inc();
+  }
+
+  /** A tunnel closed; the bytes it relayed since they were last counted. */
+  tunnelClosed(bytesUp: number, bytesDown: number): void {
+    this.tunnelsOpen.dec();
+    this.tunnelBytesRelayed(bytesUp, bytesDown);
+  }
+
+  tunnelBytesRelayed(bytesUp: number, bytesDown: number): void {
+    if (bytesUp > 0) this.tunnelBytes.inc({ direction: 'up' }, bytesUp);
+    if (bytesDown > 0) this.tunnelBytes.inc({ direction: 'down' }, bytesDown);
   }
 
   requestFinished(route: string, upstream: string, status: number, seconds: number, bytesIn: number, bytesOut: number): void {

@@ -13,6 +13,8 @@ export interface CompiledRoute {
   wildcard: boolean;
   prefix: string;
   strip: boolean;
+  /** Upgrade requests (WebSocket…) are tunnelled (tunnels.ts); false: forwarded as ordinary requests. */
+  upgrade: boolean;
   runtime: UpstreamRuntime;
   label: string;
 }
@@ -46,6 +48,7 @@ export class Generation {
         wildcard,
         prefix: r.match.path_prefix,
         strip: r.strip_prefix,
+        upgrade: r.upgrade,
         runtime: this.runtimes.get(r.upstream) as UpstreamRuntime,
         label: `${r.match.host ?? ''}${r.match.path_prefix}`,
       };

@@ -9,7 +9,7 @@
 // started with, and runtimes the new config no longer uses are retired once
 // their last exchange ended.
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { boundUrl, hostnameOf } from '../protocol/addresses.ts';
@@ -23,6 +23,7 @@ import { registerForwarding, sendShort, sendUpstreamError } from './reply-from-a
 import { climbsAboveRoot } from './request-target.ts';
 import { Generation } from './routes.ts';
 import { TimeoutSweeper } from './transports/base.ts';
+import { TunnelManager } from './tunnels.ts';
 import type { UpstreamError } from './errors.ts';
 import type { RuntimeOptions } from './upstream-runtime.ts';
 import type { UpstreamPool } from './upstreams.ts';
@@ -49,6 +50,8 @@ export class ProxyServer {
   private gaugeTimer: NodeJS.Timeout | null = null;
   private readonly accessLog: boolean;
   private closing = false;
+  /** Upgraded connections (WebSocket, HTTP Upgrade, h2 extended CONNECT): tunnels.ts. */
+  readonly tunnels: TunnelManager;
 
   constructor(config: ProxyConfig, opts: ProxyServerOptions = {}) {
     this.opts = opts;
@@ -65,6 +68,11 @@ export class ProxyServer {
     };
     this.app = this.buildApp(config);
     this.forward = registerForwarding(this.app, () => this.gen);
+    this.tunnels = new TunnelManager(
+      { log: this.log, metrics: this.metrics, accessLog: this.accessLog, scheme: this.exchangeContext.scheme, serverPort: config.listen.port },
+      () => this.gen,
+    );
+    this.tunnels.attach(this.app.server as unknown as HttpServer, config.listen.http2);
     const handler = (request: FastifyRequest, reply: FastifyReply) => this.handle(request, reply);
     this.app.all('/', handler);
     this.app.all('/*', handler);
@@ -246,9 +254,10 @@ export class ProxyServer {
     };
   }
 
-  async close(): Promise<void> {
+  /** Graceful stop; open tunnels are served for `tunnelGraceMs`, then closed (the listener waits for them). */
+  async close(tunnelGraceMs = 0): Promise<void> {
     this.closing = true;
-    await this.app.close();
+    await Promise.all([this.tunnels.close(tunnelGraceMs), this.app.close()]);
   }
 }
 

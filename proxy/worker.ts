@@ -62,7 +62,7 @@ export async function runProxyWorker(graceMs: number): Promise<number> {
     if (note.what === 'config') {
       const cfg = workerConfig(note.data);
       if (proxy === null) {
-        const { log, flush } = createProxyLog(cfg.log.level);
+        const { log, flush } = createProxyLog(cfg.log.level, cfg.log.flush_interval_ms);
         flushLog = flush;
         proxy = new ProxyServer(cfg, { logger: log.child({ worker: workerId() }), metrics, resolver });
         for (const upstream of health.keys()) applyHealth(proxy, upstream);

@@ -40,7 +40,7 @@ export function crossCheck(raw: Record<string, any>, problems: Problems): void {
     const u = upstreams[name];
     if (!isObj(u)) continue;
     if (isObj(u.timeouts)) {
-      for (const k of ['connect', 'read', 'send'] as const) {
+      for (const k of ['connect', 'read', 'send', 'tunnel_idle'] as const) {
         if (u.timeouts[k] !== undefined && parseDuration(u.timeouts[k]) === 0) problems.add(['upstreams', name, 'timeouts', k], 'must be more than 0 (e.g. "60s")');
       }
     }
@@ -172,6 +172,7 @@ export function normalise(raw: Record<string, any>, file: string): ProxyConfig {
         connect_ms: parseDuration(u.timeouts?.connect ?? D.timeouts.connect),
         read_ms: parseDuration(u.timeouts?.read ?? D.timeouts.read),
         send_ms: parseDuration(u.timeouts?.send ?? D.timeouts.send),
+        tunnel_idle_ms: parseDuration(u.timeouts?.tunnel_idle ?? D.timeouts.tunnel_idle),
       },
       retries: {
         tries: u.retries?.tries ?? D.retries.tries,
@@ -195,7 +196,11 @@ export function normalise(raw: Record<string, any>, file: string): ProxyConfig {
     admin: raw.admin === true || raw.admin === undefined || typeof raw.admin === 'object' ? admin : null,
     workers: raw.workers ?? 1,
     trust_proxy: raw.trust_proxy ?? false,
-    log: { level: log.level ?? DEFAULTS.log.level, access: log.access ?? DEFAULTS.log.access },
+    log: {
+      level: log.level ?? DEFAULTS.log.level,
+      access: log.access ?? DEFAULTS.log.access,
+      flush_interval_ms: parseDuration(log.flush_interval ?? DEFAULTS.log.flush_interval),
+    },
     limits: {
       max_header_size: parseSize(limits.max_header_size ?? DEFAULTS.limits.max_header_size),
       header_timeout_ms: parseDuration(limits.header_timeout ?? DEFAULTS.limits.header_timeout),
@@ -208,6 +213,7 @@ export function normalise(raw: Record<string, any>, file: string): ProxyConfig {
       match: { ...(r.match?.host !== undefined ? { host: r.match.host } : {}), path_prefix: r.match?.path_prefix ?? '/' },
       upstream: r.upstream,
       strip_prefix: r.strip_prefix ?? false,
+      upgrade: r.upgrade ?? true,
     })),
     upstreams,
     apps: ((raw.apps ?? []) as Record<string, any>[]).map(

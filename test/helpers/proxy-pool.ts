@@ -15,7 +15,7 @@ export function upstreamConfig(over: Omit<Partial<UpstreamConfig>, 'servers'> & 
     fail_timeout_ms: 10_000,
     health_check: null,
     connections_per_server: 4,
-    timeouts: { connect_ms: 2000, read_ms: 60_000, send_ms: 60_000 },
+    timeouts: { connect_ms: 2000, read_ms: 60_000, send_ms: 60_000, tunnel_idle_ms: 3_600_000 },
     retries: { tries: 2, methods: ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'] },
     max_body: 1024 * 1024,
     body_buffer_size: 64 * 1024,

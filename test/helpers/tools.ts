@@ -11,6 +11,7 @@ const APT_HINT: Record<string, string> = {
   dnsmasq: 'dnsmasq',
   wrk: 'wrk',
   'docker-compose': 'docker-compose',
+  chromium: 'chromium',
 };
 
 const SEARCH_PATH = ['/usr/sbin', '/usr/bin', '/sbin', '/bin', '/usr/local/bin', '/usr/local/sbin'];
