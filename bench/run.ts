@@ -1,5 +1,5 @@
-// `npm run bench [-- --quick] [--only hello,64k,post,sse,idle,bulk,elist,eitem,epost,ws,ws-idle] [--configs 2,3,x] [--workers N] [--rounds N] [--cpu-prof DIR]`
-// (ws, ws-idle: the WebSocket scenarios of bench/websocket.ts, with their own configurations W1–W3)
+// `npm run bench [-- --quick] [--only hello,64k,post,sse,idle,bulk,elist,eitem,epost,ws,ws-idle,static] [--configs 2,3,x] [--workers N] [--rounds N] [--cpu-prof DIR]`
+// (ws, ws-idle: the WebSocket scenarios of bench/websocket.ts, with their own configurations W1–W3; static: bench/static.ts, gatewire vs nginx serving files)
 //
 // Starts every configuration of the bench issue on loopback, loads it from a
 // separate process (wrk, or the small clients in bench/lib), measures CPU and
@@ -20,6 +20,7 @@ import { ForeignLoad, selfAndChildrenCpuSeconds, TierMonitor, type TierUsage, ti
 import { median, ratio, sum } from './lib/stats.ts';
 import { type Column, markdownTable, type TableRow } from './lib/table.ts';
 import { runWrk, writePostScript } from './lib/wrk.ts';
+import { runStaticBench } from './static.ts';
 import { runWebSocketBench } from './websocket.ts';
 
 type ScenarioId = 'hello' | '64k' | 'post' | 'sse' | 'idle' | 'bulk' | 'elist' | 'eitem' | 'epost';
@@ -429,7 +430,7 @@ async function main(): Promise<void> {
   });
   if (args.help) {
     process.stdout.write(
-      'usage: npm run bench -- [--quick] [--only hello,64k,post,elist,eitem,epost,sse,idle,bulk,ws,ws-idle] [--configs 0,1,2,3,4,5,6,7,x2,x3] [--workers N] [--rounds N] [--duration S] [--cpu-prof DIR] [--json FILE]\n' +
+      'usage: npm run bench -- [--quick] [--only hello,64k,post,elist,eitem,epost,sse,idle,bulk,ws,ws-idle,static] [--configs 0,1,2,3,4,5,6,7,x2,x3] [--workers N] [--rounds N] [--duration S] [--cpu-prof DIR] [--json FILE]\n' +
         '  --workers N   also run (2w): configuration 2 with `gatewire proxy --workers N`, compared with (2) in its own section\n',
     );
     return;
@@ -457,7 +458,9 @@ async function main(): Promise<void> {
   const configs = selectConfigurations(args.configs, proxyWorkers);
   const wsEcho = !only || only.has('ws');
   const wsIdle = !only || only.has('ws-idle');
-  if ((scenarios.length === 0 && !wsEcho && !wsIdle) || configs.length === 0) throw new Error('nothing selected: check --only / --configs');
+  // static files (issue 14) compare gatewire with nginx on their own, outside the configurations
+  const wantStatic = !only || only.has('static');
+  if ((scenarios.length === 0 && !wsEcho && !wsIdle && !wantStatic) || configs.length === 0) throw new Error('nothing selected: check --only / --configs');
   if (set.cpuProfDir) mkdirSync(set.cpuProfDir, { recursive: true });
 
   const started = Date.now();
@@ -486,6 +489,11 @@ async function main(): Promise<void> {
     const ws = await runWebSocketBench({ quick, rounds: set.rounds, seconds: Math.max(2, set.durationS), echo: wsEcho, idle: wsIdle, log });
     report.markdown += ws.markdown;
     Object.assign(report.json as Record<string, unknown>, ws.json);
+  }
+  if (wantStatic) {
+    const st = await runStaticBench({ rounds: set.rounds, durationS: set.durationS, connections: set.connections, calmMs: set.calmMs }, log);
+    report.markdown += `\n${st.markdown}`;
+    (report.json as Record<string, unknown>).static = { ...st.json, bar: st.bar };
   }
   process.stdout.write(report.markdown);
   const jsonFile = args.json ? path.resolve(args.json) : path.join(ROOT, 'bench/results/latest.json');
