@@ -1,6 +1,7 @@
 // Prometheus metrics of the proxy, on a registry of its own (not prom-client's
 // global one) so that several proxies in one process (tests, reloads) never clash.
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { EdgeMetrics } from './edge-metrics.ts';
 
 /** Seconds; from a fast loopback hop to NGINX-like slow requests. */
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -110,6 +111,8 @@ export class ProxyMetrics {
   readonly connections: Gauge;
   /** Requests in flight to each upstream server (gatewire streams, uwsgi/http requests). */
   readonly upstreamStreams: Gauge<'upstream' | 'host'>;
+  /** Static files, compression, rate and connection limits. */
+  readonly edge: EdgeMetrics;
   /** Upgraded connections (WebSocket…) open through the proxy. */
   readonly tunnelsOpen: Gauge;
   /** Upgrade requests by the answer they got (101, or the refusal's status). */
@@ -125,6 +128,7 @@ export class ProxyMetrics {
     this.registry = new Registry();
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
     const registers = [this.registry];
+    this.edge = new EdgeMetrics(this.registry);
     this.requests = new Counter({
       name: 'gatewire_http_requests_total',
       help: 'Client requests answered, by route, upstream and status code.',

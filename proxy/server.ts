@@ -21,11 +21,14 @@ import type { ProxyMetrics } from './metrics.ts';
 import { processStatus } from './process-status.ts';
 import { registerForwarding, sendShort, sendUpstreamError } from './reply-from-adapter.ts';
 import { climbsAboveRoot } from './request-target.ts';
-import { Generation } from './routes.ts';
+import { type CompiledRoute, Generation } from './routes.ts';
+import { EdgeGate } from './edge-gate.ts';
+import { RateLimits } from './rate-limits.ts';
 import { TimeoutSweeper } from './transports/base.ts';
 import { TunnelManager } from './tunnels.ts';
 import type { UpstreamError } from './errors.ts';
 import type { RuntimeOptions } from './upstream-runtime.ts';
+import type { UpstreamPool } from './upstreams.ts';
 
 export interface ProxyServerOptions extends RuntimeOptions {
   logger?: Logger;
@@ -49,6 +52,8 @@ export class ProxyServer {
   private gaugeTimer: NodeJS.Timeout | null = null;
   private readonly accessLog: boolean;
   private closing = false;
+  private readonly rateLimits: RateLimits;
+  private readonly edge: EdgeGate;
   /** Upgraded connections (WebSocket, HTTP Upgrade, h2 extended CONNECT): tunnels.ts. */
   readonly tunnels: TunnelManager;
 
@@ -58,6 +63,8 @@ export class ProxyServer {
     this.metrics = opts.metrics ?? null;
     this.accessLog = config.log.access;
     this.gen = new Generation(config, null, opts, this.log);
+    this.rateLimits = new RateLimits(config.limits.rate, config.limits.store, this.metrics?.edge ?? null, this.log);
+    this.edge = new EdgeGate(this.rateLimits, this.log, this.metrics, this.accessLog);
     this.exchangeContext = {
       metrics: this.metrics,
       bodySweeper: new TimeoutSweeper(Math.max(50, Math.min(1000, Math.floor(config.limits.body_timeout_ms / 4)))),
@@ -122,6 +129,7 @@ export class ProxyServer {
       if (this.gaugeTimer) clearInterval(this.gaugeTimer);
       this.exchangeContext.bodySweeper.stop();
       await Promise.all([...this.gen.runtimes.values()].map((r) => r.retire(true)));
+      await this.rateLimits.close();
     });
     return app;
   }
@@ -150,12 +158,21 @@ export class ProxyServer {
         .header('content-type', 'text/plain; charset=utf-8')
         .send(`301 Moved Permanently\n`);
     }
+    // rate and connection limits, static files: only for routes that have them
+    if (route.rate.length > 0 || route.conn.length > 0 || route.static !== null) return this.edge.handle(request, reply, route, gen, path, () => this.toUpstream(request, reply, route, hostname));
+    return this.toUpstream(request, reply, route, hostname);
+  }
+
+  private toUpstream(request: FastifyRequest, reply: FastifyReply, route: CompiledRoute, hostname: string): FastifyReply {
+    const raw = request.raw;
     const runtime = route.runtime;
+    if (runtime === null) return sendShort(reply, 404);
     const cl = raw.headers['content-length'];
     if (cl !== undefined && Number(cl) > runtime.cfg.max_body) {
       reply.header('connection', 'close');
       return sendShort(reply, 413);
     }
+    request.gwCompress = route.compression;
     const ex = new ProxyExchange(this.exchangeContext, { runtime, label: route.label, stripped: route.strip ? route.prefix : '' }, raw, reply.raw, request.id, hostname);
     const res = reply.raw as TrackedResponse;
     res[kExchange] = ex;
@@ -178,8 +195,11 @@ export class ProxyServer {
     if (this.accessLog) logAccess(this.log, ex, status, res.getHeader('x-request-id') ?? ex.requestId, bytes.out, ms);
   }
 
-  /** Starts the upstreams and listens; returns the URL of the address actually bound. */
-  async listen(): Promise<string> {
+  /**
+   * Starts the upstreams and listens, on the config's address or on a bound socket handle inherited
+   * from a supervisor (proxy/worker.ts); returns the URL of the address actually bound.
+   */
+  async listen(handle?: object): Promise<string> {
     const { host, port } = this.gen.config.listen;
     for (const r of this.gen.runtimes.values()) r.start();
     const scheme = this.gen.config.listen.tls ? 'https' : 'http';
@@ -192,7 +212,8 @@ export class ProxyServer {
       first = false;
       return text;
     };
-    await this.app.listen({ host, port, listenTextResolver });
+    // with a handle, `host` only keeps Fastify from also binding ::1 for "localhost"
+    await this.app.listen(handle ? ({ handle, host: '127.0.0.1', listenTextResolver } as object) : { host, port, listenTextResolver });
     this.gaugeTimer = setInterval(() => this.updateGauges(), 1000);
     this.gaugeTimer.unref();
     return boundUrl(this.app.server.address(), scheme);
@@ -218,6 +239,7 @@ export class ProxyServer {
       }
     }
     this.gen = next;
+    this.rateLimits.update(config.limits.rate, config.limits.store);
     this.generation++;
     this.reloads++;
     const kept = new Set(next.runtimes.values());
@@ -230,6 +252,11 @@ export class ProxyServer {
       this.log.warn('listen and admin addresses change only on restart; kept the running ones');
     }
     return { changed };
+  }
+
+  /** The pool of an upstream of the running config (a worker applies the master's health and DNS to it). */
+  pool(upstream: string): UpstreamPool | undefined {
+    return this.gen.runtimes.get(upstream)?.pool;
   }
 
   status(): object {

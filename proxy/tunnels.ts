@@ -168,7 +168,8 @@ export class TunnelManager {
     if (match === null) return rejectClient(client, 404);
     if (match.redirect) return rejectClient(client, 404);
     const route = match.route;
-    const runtime = route.runtime;
+    // shouldUpgrade() admits only routes with upgrade, which a static-only route (no runtime) never has
+    const runtime = route.runtime as UpstreamRuntime;
     const requestId = requestIdOf(req);
     const protocol = runtime.cfg.protocol;
     if (protocol === 'uwsgi') {
@@ -363,7 +364,7 @@ class Tunnel {
     this.url = url;
     this.client = client;
     this.remoteAddress = remoteAddress;
-    this.idleMs = route.runtime.cfg.timeouts.tunnel_idle_ms;
+    this.idleMs = (route.runtime as UpstreamRuntime).cfg.timeouts.tunnel_idle_ms;
   }
 
   run(upstream: Duplex, rest: Buffer | null): void {
@@ -460,7 +461,7 @@ class Tunnel {
     if (this.done) return;
     this.done = true;
     this.host?.release();
-    this.route.runtime.exchangeEnded();
+    (this.route.runtime as UpstreamRuntime).exchangeEnded();
     this.manager._closed(this);
   }
 }

@@ -95,6 +95,7 @@ const TYPE_WORDS: Record<string, string> = {
 function expectedTypeWords(types: string | string[], kind: unknown): string {
   if (kind === 'duration') return 'a number of seconds or a duration like "10s"';
   if (kind === 'size') return 'a number of bytes or a size like "10mb"';
+  if (kind === 'workers') return 'a number of worker processes (1 or more) or "auto" (one per core)';
   const list = (Array.isArray(types) ? types : [types]).map((t) => TYPE_WORDS[t] ?? t);
   return list.length === 1 ? list[0] : `${list.slice(0, -1).join(', ')} or ${list[list.length - 1]}`;
 }
@@ -162,13 +163,16 @@ export function ajvMessage(err: ErrorObject, data: unknown): { segs: Seg[]; mess
       };
     }
     case 'const':
-      return { segs, message: `expected true, got ${show(value)} (write uri: true to hash on the request URI)` };
+      return {
+        segs,
+        message: `expected true, got ${show(value)} (${segs[segs.length - 1] === 'client_address' ? 'write key: client_address' : 'write uri: true to hash on the request URI'})`,
+      };
     case 'type': {
       // An upstream name given a list or scalar instead of a mapping, etc.
       return { segs, message: `expected ${expectedTypeWords((err.params as { type: string | string[] }).type, kind)}, got ${show(value)}` };
     }
     case 'pattern': {
-      if (kind === 'duration' || kind === 'size') return { segs, message: `expected ${expectedTypeWords('', kind)}, got ${show(value)}` };
+      if (kind === 'duration' || kind === 'size' || kind === 'workers') return { segs, message: `expected ${expectedTypeWords('', kind)}, got ${show(value)}` };
       if (kind === 'listen') return { segs, message: `${show(value)} is not a listen address (use "unix:/path.sock" or "HOST:PORT")` };
       if (kind === 'name') return { segs, message: `${show(value)} must be a word of letters, digits, "_", "-" or "."` };
       if (kind === 'path') return { segs, message: `${show(value)} must start with "/" (write "/${String(value).replace(/^\/*/, '')}")` };
@@ -197,7 +201,7 @@ export function ajvMessage(err: ErrorObject, data: unknown): { segs: Seg[]; mess
       if (segs.length === 1 && segs[0] === 'upstreams') return { segs, message: 'no upstreams (define at least one, e.g. web: { servers: [{ address: "127.0.0.1:9000" }] })' };
       return { segs, message: 'must name exactly one of header, cookie, uri (e.g. { header: X-User-Id })' };
     case 'maxProperties':
-      return { segs, message: `must name exactly one of header, cookie, uri, got ${Object.keys(getAt(data, segs) as object).join(', ')}` };
+      return { segs, message: `must name exactly one of ${Object.keys((parent?.properties as object) ?? {}).join(', ')}, got ${Object.keys(getAt(data, segs) as object).join(', ')}` };
     default:
       return { segs, message: err.message ?? 'is invalid' };
   }

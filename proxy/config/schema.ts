@@ -3,6 +3,7 @@
 // need more than ajv's words (messages.ts).
 import { Ajv } from 'ajv';
 import { DURATION_RE, SIZE_RE } from '../../protocol/units.ts';
+import { edgeSchemas } from './edge.ts';
 
 export const DEFAULTS = {
   listen: { host: '0.0.0.0', port: 8080 },
@@ -50,6 +51,8 @@ const obj = (properties: Record<string, Schema>, required: string[] = []): Schem
   additionalProperties: false,
 });
 
+const EDGE = edgeSchemas({ duration, size, int, str, bool, obj });
+
 const SERVER_SCHEMA = obj(
   {
     address: str(),
@@ -59,6 +62,7 @@ const SERVER_SCHEMA = obj(
     resolve: bool(),
     max_fails: int(0),
     fail_timeout: duration(),
+    ...EDGE.server,
   },
   ['address'],
 );
@@ -97,6 +101,7 @@ const UPSTREAM_SCHEMA = obj({
   max_body: size(),
   body_buffer_size: size(),
   resolve_interval: duration(),
+  ...EDGE.upstream,
 });
 
 const APP_SCHEMA = obj(
@@ -125,6 +130,7 @@ export const ROOT_SCHEMA = obj(
       additionalProperties: false,
     },
     trust_proxy: { type: ['boolean', 'array'], items: { type: 'string', 'x-kind': 'cidr' } },
+    workers: { type: ['integer', 'string'], minimum: 1, pattern: '^auto$', 'x-kind': 'workers' },
     log: obj({ level: { enum: [...LOG_LEVELS] }, access: bool(), flush_interval: duration() }),
     limits: obj({
       max_header_size: size(),
@@ -132,7 +138,9 @@ export const ROOT_SCHEMA = obj(
       keepalive_timeout: duration(),
       max_connections: int(0),
       body_timeout: duration(),
+      ...EDGE.limits,
     }),
+    compress: EDGE.compress,
     resolver: obj({ servers: { type: 'array', items: str() }, timeout: duration(), interval: duration() }),
     routes: {
       type: 'array',
@@ -142,9 +150,11 @@ export const ROOT_SCHEMA = obj(
           match: obj({ host: str(), path_prefix: { type: 'string', pattern: '^/', 'x-kind': 'path' } }),
           upstream: str(),
           strip_prefix: bool(),
+          ...EDGE.route,
           upgrade: bool(),
         },
-        ['upstream'],
+        // a route needs upstream, static or both: checked in crossCheckEdge, which says so
+        [],
       ),
     },
     // Local appservers `gatewire up` starts before the proxy (which checks them and does not use them).

@@ -216,12 +216,12 @@ export async function startWaitressFlask(t: TestContext, name: string): Promise<
 
 export interface UpstreamSpec {
   protocol?: 'gatewire' | 'uwsgi' | 'http';
-  servers: Array<{ address: string; weight?: number; backup?: boolean } | string>;
+  servers: Array<{ address: string; weight?: number; backup?: boolean; max_conns?: number; resolve?: boolean } | string>;
   [key: string]: unknown;
 }
 
 export interface ProxySpec {
-  routes?: Array<{ match: { host?: string; path_prefix: string }; upstream: string; strip_prefix?: boolean; upgrade?: boolean }>;
+  routes?: Array<{ match: { host?: string; path_prefix: string }; upstream?: string; strip_prefix?: boolean; upgrade?: boolean; [key: string]: unknown }>;
   upstreams: Record<string, UpstreamSpec>;
   [key: string]: unknown;
 }

@@ -21,6 +21,7 @@ export function upstreamConfig(over: Omit<Partial<UpstreamConfig>, 'servers'> & 
     body_buffer_size: 64 * 1024,
     resolve_interval_ms: 5000,
     resolver: { servers: [], timeout_ms: 2000 },
+    queue: { size: 0, timeout_ms: 5000 },
     ...over,
     servers: over.servers.map((s) => ({ ...s, weight: s.weight ?? 1, backup: s.backup ?? false, resolve: s.resolve ?? false })),
   };

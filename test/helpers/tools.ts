@@ -9,6 +9,7 @@ const APT_HINT: Record<string, string> = {
   gunicorn: 'gunicorn python3-flask',
   apache2: 'apache2',
   dnsmasq: 'dnsmasq',
+  'redis-server': 'redis-server',
   wrk: 'wrk',
   'docker-compose': 'docker-compose',
   chromium: 'chromium',
