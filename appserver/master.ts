@@ -113,7 +113,7 @@ export class Master {
     }
     this.watchdog = setInterval(() => this.checkWorkers(), Math.max(50, Math.min(500, (this.opts.timeout * 1000) / 4)));
     process.on('SIGHUP', () => this.reload());
-    process.on('SIGTERM', () => this.stop('SIGTERM'));
+    process.on('SIGTERM', () => this.stop('SIGTERM', this.opts.drainDelay));
     process.on('SIGINT', () => this.stop('SIGINT'));
     const n = this.opts.workers;
     process.stdout.write(`gatewire serve: listening on ${this.bound.join(', ')} (${n} worker${n === 1 ? '' : 's'}, ${this.appKind} app ${this.opts.app})\n`);
@@ -290,7 +290,14 @@ export class Master {
     })();
   }
 
-  async stop(signal: string): Promise<void> {
+  /**
+   * Graceful stop, after `drainSeconds` of serving as usual (--drain-delay: the orchestrator removes
+   * this endpoint meanwhile). The listening sockets close when the stop begins, not when the last
+   * worker exits: a connection that arrives while in-flight requests finish is refused at once (a
+   * proxy retries that elsewhere, whatever the method) instead of waiting in a backlog nobody
+   * accepts from, to be reset at exit.
+   */
+  async stop(signal: string, drainSeconds = 0): Promise<void> {
     if (this.stopping) {
       this.log.warn('second signal: killing the workers now');
       for (const w of this.workers.values()) w.child.kill('SIGKILL');
@@ -298,12 +305,16 @@ export class Master {
       process.exit(1);
     }
     this.stopping = true;
+    if (drainSeconds > 0) {
+      this.log.info({ signal, drainDelay: drainSeconds }, 'draining: serving as usual until the graceful stop');
+      await new Promise((r) => setTimeout(r, drainSeconds * 1000));
+    }
     this.log.info({ signal, workers: this.workers.size }, 'stopping gracefully');
     if (this.watchdog) clearInterval(this.watchdog);
     const exits = [...this.workers.values()].map((w) => new Promise<void>((r) => (w.child.exitCode !== null || w.child.signalCode !== null ? r() : w.child.once('exit', () => r()))));
     for (const w of this.workers.values()) this.stopWorker(w);
-    await Promise.all(exits);
     this.closeHandles();
+    await Promise.all(exits);
     this.stats?.close();
     this.log.info('stopped');
     process.exit(0);

@@ -11,6 +11,9 @@ const APT_HINT: Record<string, string> = {
   dnsmasq: 'dnsmasq',
   wrk: 'wrk',
   'docker-compose': 'docker-compose',
+  dockerd: 'docker.io',
+  containerd: 'docker.io',
+  runc: 'docker.io',
 };
 
 const SEARCH_PATH = ['/usr/sbin', '/usr/bin', '/sbin', '/bin', '/usr/local/bin', '/usr/local/sbin'];
