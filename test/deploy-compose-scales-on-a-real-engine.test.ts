@@ -75,6 +75,12 @@ async function scaleUnderLoad(t: TestContext, p: ComposeProject, n: number): Pro
   await p.waitHealthy('appserver', n);
   report(t, `scale ${before.size} â†’ ${n}: docker-compose up took ${upSeconds} s; load: ${describeLoad(counts)}`);
   report(t, `  requests per replica during the step: ${JSON.stringify(perReplica)} (added ${added.join(', ') || '-'}, removed ${removed.join(', ') || '-'})`);
+  if (counts.failures > 0) {
+    const [proxy] = await p.containers('proxy');
+    const lines = (await p.logs(proxy)).split('\n');
+    const errors = lines.filter((l) => /"status":5\d\d|"level":50/.test(l));
+    report(t, `  proxy log (${lines.length} lines), last errors:\n${errors.slice(-6).join('\n')}`);
+  }
   return counts;
 }
 
@@ -86,7 +92,7 @@ async function bringUp(t: TestContext, p: ComposeProject, replicas: number): Pro
 }
 
 /** `stop` (every container exits 0), then `down -v`: no container, network or volume of the project is left. */
-async function stopAndRemove(t: TestContext, p: ComposeProject, engine: Engine): Promise<void> {
+async function stopAndRemove(t: TestContext, p: ComposeProject, engine: Engine, afterStop?: () => Promise<void>): Promise<void> {
   const ids = [...(await p.containers('proxy')), ...(await p.containers('appserver')), ...(await p.containers('flask'))];
   const t0 = performance.now();
   await p.compose(['stop']);
@@ -94,6 +100,7 @@ async function stopAndRemove(t: TestContext, p: ComposeProject, engine: Engine):
   const codes = await Promise.all(ids.map(async (id) => `${await p.inspect(id, '{{.Name}}')}=${await p.inspect(id, '{{.State.ExitCode}}')}`));
   report(t, `${p.name}: stop in ${stopSeconds} s, exit codes ${codes.join(' ')}`);
   for (const c of codes) assert.match(c, /=0$/, `graceful stop: ${codes.join(' ')}`);
+  await afterStop?.();
   await p.compose(['down', '-v']);
   const label = `label=com.docker.compose.project=${p.name}`;
   assert.equal((await engine.docker(['ps', '-aq', '--filter', label])).trim(), '', 'no container left');
@@ -116,6 +123,11 @@ test('docker compose on a real engine: build, up, prefix-aware Flask, scale 3 â†
     const b0 = performance.now();
     await p.compose(['build'], 900_000);
     report(t, `docker-compose build: ${((performance.now() - b0) / 1000).toFixed(1)} s`);
+    // The runtime image runs dist/ on Node 24: no TypeScript loader in it.
+    const modules = (await engine.docker(['run', '--rm', '--network', 'none', '--entrypoint', 'sh', 'gatewire:local', '-c', 'ls /app/node_modules; du -sk /app/node_modules'])).split('\n');
+    for (const absent of ['tsx', 'esbuild', '@esbuild']) assert.ok(!modules.includes(absent), `${absent} is not in the image`);
+    const sizes = await Promise.all(['gatewire:local', 'gatewire-flask:local'].map(async (i) => `${i} ${(Number(await engine.docker(['image', 'inspect', '-f', '{{.Size}}', i])) / 1e6).toFixed(0)} MB`));
+    report(t, `images: ${sizes.join(', ')}; gatewire's node_modules ${(Number.parseInt(modules.at(-2) ?? '0', 10) / 1024).toFixed(1)} MiB`);
     await bringUp(t, p, 3);
 
     const hello = await get(`${p.base}/`, agent);
@@ -182,6 +194,9 @@ test('docker compose on a real engine: build, up, prefix-aware Flask, scale 3 â†
     report(t, `unix socket, SIGHUP rolling reload of 4 workers: load: ${describeLoad(counts)}`);
     assert.ok(counts.requests > 100);
     assert.equal(counts.failures, 0, describeLoad(counts));
-    await stopAndRemove(t, p, engine);
+    await stopAndRemove(t, p, engine, async () => {
+      const left = await engine.docker(['run', '--rm', '--network', 'none', '-v', `${p.name}_sockets:/v`, '--entrypoint', 'ls', 'gatewire:local', '-A', '/v']);
+      assert.equal(left.trim(), '', 'the appserver removed its socket file from the volume at exit');
+    });
   });
 });

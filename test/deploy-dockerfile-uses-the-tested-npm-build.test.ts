@@ -52,6 +52,12 @@ test('build steps are `npm ci` then the package.json build script; the runtime i
     `runtime stage runs npm ci --omit=dev: ${JSON.stringify(runtimeCmds)}`,
   );
   assert.ok(!runtimeCmds.some((c) => /^npm run build/.test(c)), 'nothing is compiled in the runtime stage');
+  // tsx (a TypeScript loader the compiled image never uses) is optional, and the runtime leaves it out.
+  assert.ok(pkg.optionalDependencies?.tsx && !pkg.dependencies.tsx, 'tsx is an optional dependency');
+  assert.ok(
+    runtimeCmds.some((c) => /^npm ci\b.*--omit=optional/.test(c)),
+    `runtime stage runs npm ci --omit=optional: ${JSON.stringify(runtimeCmds)}`,
+  );
   // The lockfile is what both `npm ci` read, and .ci/run (the test entry point) uses npm ci + npm test too.
   const ciScript = readFileSync(path.join(ROOT, '.ci/run'), 'utf8');
   assert.match(ciScript, /^npm ci\b/m);
