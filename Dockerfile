@@ -6,7 +6,7 @@
 FROM node:24-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --no-fund --no-audit
+RUN npm ci --ignore-scripts --no-fund --no-audit
 COPY tsconfig.json tsconfig.build.json ./
 COPY protocol ./protocol
 COPY proxy ./proxy
@@ -14,6 +14,7 @@ COPY appserver ./appserver
 COPY cli ./cli
 COPY examples ./examples
 COPY deploy ./deploy
+COPY bin ./bin
 RUN npm run build
 
 FROM node:24-slim AS runtime
@@ -29,7 +30,8 @@ COPY package.json package-lock.json ./
 # compiled dist/ on Node 24, which never loads it. tsx is an optional dependency
 # for a checkout on Node 20 and for apps whose TypeScript Node cannot strip
 # (enums, namespaces...): an image serving such an app installs it itself.
-RUN npm ci --omit=dev --omit=optional --no-fund --no-audit && npm cache clean --force
+# --ignore-scripts: dist/ comes from the build stage, not from `prepare`.
+RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-fund --no-audit && npm cache clean --force
 # bin/gatewire.js runs dist/cli/main.js when the TypeScript sources are absent (they are, here).
 COPY --from=build /app/dist ./dist
 COPY bin ./bin

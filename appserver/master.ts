@@ -12,6 +12,7 @@
 // for its whole life, so a connection that arrives while a worker restarts or
 // reloads waits in the kernel backlog instead of being refused. The cost is
 // the kernel's less even spreading of connections across workers.
+import { childNodeFlags } from '../cli/node-flags.ts';
 import { type ChildProcess, fork } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import type http from 'node:http';
@@ -125,7 +126,7 @@ export class Master {
     const child = fork(gatewireBin(), ['serve', ...this.argv], {
       env: { ...process.env, GATEWIRE_ROLE: 'worker', GATEWIRE_WORKER_ID: String(id) },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      execArgv: process.execArgv,
+      execArgv: childNodeFlags(),
       serialization: 'json',
     });
     let resolveReady!: (ok: boolean) => void;

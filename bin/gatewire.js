@@ -1,16 +1,35 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=16 --no-maglev
 // Entry point of the `gatewire` command, and of every worker it forks (they
-// run this file again, so they make the same choice). A checkout runs its .ts
-// sources, natively where Node strips types, through tsx elsewhere (see
-// typescript-loader.js); it never runs its dist/, which could be older than
-// the sources. The production image ships only dist/ (the tsc output), and
-// runs that.
-import { existsSync } from 'node:fs';
+// run this file again, so they make the same choice of code):
+// - dist/ (tsc output, built by `npm install`/`npm run build`) whenever no
+//   source listed in its build manifest changed since the build: plain
+//   JavaScript, so no process pays for a TypeScript loader or Node's stripper;
+// - otherwise the .ts sources: natively where Node strips types, through tsx
+//   on Node 20 (see typescript-loader.js). A stale dist/ is never run.
+// The production image ships only dist/.
+// The shebang's V8 flags are the memory settings explained in
+// cli/node-flags.ts, which gives the same flags to the processes gatewire starts.
+import { readFileSync, statSync } from 'node:fs';
 
-const source = new URL('../cli/main.ts', import.meta.url);
-if (existsSync(source)) {
-  await import('./typescript-loader.js');
-  await import(source.href);
+const root = new URL('..', import.meta.url);
+const dist = new URL('dist/cli/main.js', root);
+
+const sourcesPresent = statSync(new URL('cli/main.ts', root), { throwIfNoEntry: false }) !== undefined;
+
+function distIsCurrent() {
+  let manifest;
+  try {
+    manifest = JSON.parse(readFileSync(new URL('dist/build-manifest.json', root), 'utf8'));
+  } catch {
+    return false;
+  }
+  // a source changed or removed since the build makes the whole build stale
+  return manifest.files.every((file) => (statSync(new URL(file, root), { throwIfNoEntry: false })?.mtimeMs ?? Infinity) <= manifest.builtAt);
+}
+
+if (!sourcesPresent || distIsCurrent()) {
+  await import(dist.href);
 } else {
-  await import(new URL('../dist/cli/main.js', import.meta.url).href);
+  await import('./typescript-loader.js');
+  await import(new URL('cli/main.ts', root).href);
 }

@@ -9,6 +9,7 @@
 // `up` alone, and `up` forwards exactly one SIGTERM to each child in order
 // (proxy first so it stops taking requests, then the appservers so in-flight
 // requests finish). A second Ctrl-C kills what is left.
+import { childNodeFlags } from './node-flags.ts';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -218,7 +219,7 @@ class Supervisor {
   }
 
   start(spec: ChildSpec): Running {
-    const child = spawn(process.execPath, [this.bin, ...spec.args], {
+    const child = spawn(process.execPath, [...childNodeFlags(), this.bin, ...spec.args], {
       stdio: ['ignore', 'inherit', 'inherit'],
       env: spec.env,
       detached: true,

@@ -32,7 +32,7 @@ test('an ES module app.ts in a folder without "type": "module" is served', { tim
 test('an app.ts using an enum and parameter properties (not erasable) is served through the tsx fallback', { timeout: 40000 }, async (t) => {
   const source = [
     "enum Color { Red = 'red' }",
-    'class Greeter { constructor(private readonly word: string) {} say() { return `${this.word} ${Color.Red}`; } }',
+    'class Greeter { constructor(private readonly word: string) {} say() { return this.word + " " + Color.Red; } }',
     'const greeter = new Greeter("enum");',
     // module.exports keeps the file loadable as CommonJS under tsx on Node 20
     'module.exports = { fetch: () => new Response(greeter.say()) };',

@@ -45,7 +45,7 @@ test('build steps are `npm ci` then the package.json build script; the runtime i
     const m = /^npm run (\S+)/.exec(c);
     if (m) assert.ok(pkg.scripts[m[1]], `package.json has the script ${m[1]}`);
   }
-  assert.equal(pkg.scripts.build, 'tsc -p tsconfig.build.json');
+  assert.equal(pkg.scripts.build, 'node bin/build-dist.js');
   const runtimeCmds = runCommands(runtime);
   assert.ok(
     runtimeCmds.some((c) => /^npm ci\b.*--omit=dev/.test(c)),
