@@ -76,10 +76,14 @@ async function scaleUnderLoad(t: TestContext, p: ComposeProject, n: number): Pro
   report(t, `scale ${before.size} → ${n}: docker-compose up took ${upSeconds} s; load: ${describeLoad(counts)}`);
   report(t, `  requests per replica during the step: ${JSON.stringify(perReplica)} (added ${added.join(', ') || '-'}, removed ${removed.join(', ') || '-'})`);
   if (counts.failures > 0) {
+    // What failed, and the proxy's log lines about it (SIGHUP flushes a buffered access log).
     const [proxy] = await p.containers('proxy');
+    await p.compose(['kill', '-s', 'SIGHUP', 'proxy']).catch(() => {});
+    await sleep(1000);
     const lines = (await p.logs(proxy)).split('\n');
-    const errors = lines.filter((l) => /"status":5\d\d|"level":50/.test(l));
-    report(t, `  proxy log (${lines.length} lines), last errors:\n${errors.slice(-6).join('\n')}`);
+    const errors = lines.filter((l) => /"status":5\d\d|"level":[45]0/.test(l));
+    report(t, `  failed requests: ${counts.samples.join(' | ')}`);
+    report(t, `  proxy log (${lines.length} lines), last warnings and errors:\n${errors.slice(-8).join('\n')}`);
   }
   return counts;
 }

@@ -135,6 +135,8 @@ export interface LoadCounts {
   /** status code → count; "error: CODE" for a request that got no response. */
   byStatus: Record<string, number>;
   failures: number;
+  /** The first few failures: status, x-request-id and the start of the body, or the error. */
+  samples: string[];
   ms: number;
 }
 
@@ -144,22 +146,26 @@ export interface LoadCounts {
  */
 export function startLoad(url: string, concurrency = 8, maxMs = 180_000): { stop(): Promise<LoadCounts> } {
   const agent = new Agent({ connections: concurrency, keepAliveTimeout: 4000, headersTimeout: 20_000, bodyTimeout: 20_000 });
-  const counts: LoadCounts = { requests: 0, byStatus: {}, failures: 0, ms: 0 };
+  const counts: LoadCounts = { requests: 0, byStatus: {}, failures: 0, samples: [], ms: 0 };
   const started = performance.now();
   let running = true;
-  const note = (key: string, ok: boolean) => {
+  const note = (key: string, ok: boolean, sample: () => string) => {
     counts.requests++;
     counts.byStatus[key] = (counts.byStatus[key] ?? 0) + 1;
-    if (!ok) counts.failures++;
+    if (ok) return;
+    counts.failures++;
+    if (counts.samples.length < 5) counts.samples.push(`${new Date().toISOString()} ${sample()}`);
   };
   const loop = async () => {
     while (running && performance.now() - started < maxMs) {
       try {
         const res = await request(url, { dispatcher: agent, signal: AbortSignal.timeout(20_000) });
-        await res.body.text();
-        note(String(res.statusCode), res.statusCode >= 200 && res.statusCode < 300);
+        const body = await res.body.text();
+        const ok = res.statusCode >= 200 && res.statusCode < 300;
+        note(String(res.statusCode), ok, () => `${res.statusCode} x-request-id=${res.headers['x-request-id']} ${JSON.stringify(body.slice(0, 200))}`);
       } catch (err) {
-        note(`error: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, false);
+        const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+        note(`error: ${code}`, false, () => `error ${code}`);
       }
     }
   };
