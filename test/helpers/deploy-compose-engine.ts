@@ -141,7 +141,7 @@ export interface LoadCounts {
 }
 
 /**
- * A steady load on `url` from the host: `concurrency` loops over keep-alive connections, each request
+ * A steady load on `url` from the host (GET, and POST /echo-length): `concurrency` loops over keep-alive connections, each request
  * bounded to 20 s, the whole run by `maxMs`. stop() ends it and returns what every request got.
  */
 export function startLoad(url: string, concurrency = 8, maxMs = 180_000): { stop(): Promise<LoadCounts> } {
@@ -156,16 +156,20 @@ export function startLoad(url: string, concurrency = 8, maxMs = 180_000): { stop
     counts.failures++;
     if (counts.samples.length < 5) counts.samples.push(`${new Date().toISOString()} ${sample()}`);
   };
-  const loop = async () => {
+  // One loop in four POSTs a small body (not idempotent: a proxy may retry it only where the server provably never saw it).
+  const postBody = Buffer.alloc(1024, 'p');
+  const loop = async (_: unknown, i: number) => {
+    const method = i % 4 === 3 ? 'POST' : 'GET';
+    const target = method === 'POST' ? new URL('/echo-length', url).href : url;
     while (running && performance.now() - started < maxMs) {
       try {
-        const res = await request(url, { dispatcher: agent, signal: AbortSignal.timeout(20_000) });
+        const res = await request(target, { method, body: method === 'POST' ? postBody : undefined, dispatcher: agent, signal: AbortSignal.timeout(20_000) });
         const body = await res.body.text();
         const ok = res.statusCode >= 200 && res.statusCode < 300;
-        note(String(res.statusCode), ok, () => `${res.statusCode} x-request-id=${res.headers['x-request-id']} ${JSON.stringify(body.slice(0, 200))}`);
+        note(`${method} ${res.statusCode}`, ok, () => `${method} ${res.statusCode} x-request-id=${res.headers['x-request-id']} ${JSON.stringify(body.slice(0, 200))}`);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-        note(`error: ${code}`, false, () => `error ${code}`);
+        note(`${method} error: ${code}`, false, () => `${method} error ${code}`);
       }
     }
   };
