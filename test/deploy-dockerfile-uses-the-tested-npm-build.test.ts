@@ -1,4 +1,5 @@
-// Docker does not run here, so this proves the image would be built the way
+// Without an engine (the image itself is built and run in
+// deploy-compose-scales-on-a-real-engine), this proves the image is built the way
 // the test suite builds and runs the code: the Dockerfile's build steps are
 // `npm ci` + `npm run build` (the package.json script), the runtime stage
 // installs production dependencies only, and running that same build produces
