@@ -16,8 +16,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { AppConfig } from '../proxy/config.ts';
 import { parseArgs } from 'node:util';
-import YAML, { isMap, isSeq, LineCounter, type Node as YamlNode } from 'yaml';
 
 const USAGE = `usage: gatewire up [--config FILE] [--host HOST] [--port PORT] [--admin-port PORT] [--app MODULE] [--workers N]
 
@@ -35,15 +35,8 @@ Runs the proxy and its local appserver(s) as one process tree; Ctrl-C stops them
 const READY_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 40_000;
 
-/** One local appserver as named by the `apps:` section. */
-export interface AppSpec {
-  name: string;
-  app: string;
-  listen: string[];
-  workers?: number;
-  env: Record<string, string>;
-  args: string[];
-}
+/** One local appserver as named by the `apps:` section (checked by the proxy config's schema). */
+export type AppSpec = AppConfig;
 
 interface ChildSpec {
   name: string;
@@ -117,70 +110,6 @@ export function defaultProxyConfig(opts: { host: string; port: number; adminPort
     `      - address: ${JSON.stringify(`unix:${opts.socket}`)}`,
     '',
   ].join('\n');
-}
-
-/** Reads and checks the `apps:` section; problems are reported FILE:LINE:COL: KEY.PATH: WHAT like the proxy's config errors. */
-export function parseApps(text: string, file: string): AppSpec[] {
-  const lineCounter = new LineCounter();
-  const doc = YAML.parseDocument(text, { lineCounter });
-  if (doc.errors.length > 0) {
-    const e = doc.errors[0];
-    const pos = e.linePos?.[0];
-    throw new UpError(`${file}:${pos?.line ?? 1}:${pos?.col ?? 1}: ${e.message.split('\n')[0]}`);
-  }
-  const fail = (node: YamlNode | null | undefined, keyPath: string, what: string): never => {
-    const offset = node?.range?.[0] ?? 0;
-    const { line, col } = lineCounter.linePos(offset);
-    throw new UpError(`${file}:${line}:${col}: ${keyPath}: ${what}`);
-  };
-  const root = doc.contents;
-  if (!isMap(root)) return [];
-  const appsNode = root.get('apps', true) as YamlNode | undefined;
-  if (appsNode === undefined || appsNode === null) return [];
-  if (!isSeq(appsNode)) fail(appsNode, 'apps', 'must be a list of { name, app, listen, workers, env, args }');
-  const apps: AppSpec[] = [];
-  const names = new Set<string>();
-  const known = new Set(['name', 'app', 'listen', 'workers', 'env', 'args']);
-  for (const [i, item] of (appsNode as YAML.YAMLSeq).items.entries()) {
-    const at = `apps[${i}]`;
-    if (!isMap(item)) fail(item as YamlNode, at, 'must be a map with at least app and listen');
-    if (!isMap(item)) continue;
-    for (const pair of item.items) {
-      const key = String((pair.key as YAML.Scalar).value);
-      if (!known.has(key)) fail(pair.key as YamlNode, `${at}.${key}`, `unknown key (expected one of ${[...known].join(', ')})`);
-    }
-    const v = item.toJSON() as Record<string, unknown>;
-    const node = (k: string) => item.get(k, true) as YamlNode | undefined;
-    if (typeof v.app !== 'string' || v.app === '') fail(node('app') ?? item, `${at}.app`, 'the app module to serve is required (e.g. "examples/hello.ts")');
-    const name = v.name === undefined ? `app${i}` : v.name;
-    if (typeof name !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(name)) fail(node('name'), `${at}.name`, 'must be a word of letters, digits, "_", "-" or "."');
-    if (names.has(name as string)) fail(node('name'), `${at}.name`, `"${name}" is already the name of another app`);
-    names.add(name as string);
-    const listen = typeof v.listen === 'string' ? [v.listen] : v.listen;
-    if (!Array.isArray(listen) || listen.length === 0 || !listen.every((l) => typeof l === 'string' && /^(unix:.+|.+:\d+)$/.test(l))) {
-      fail(node('listen') ?? item, `${at}.listen`, 'required: "unix:/path.sock" or "HOST:PORT" (or a list of them)');
-    }
-    if (v.workers !== undefined && !(Number.isInteger(v.workers) && (v.workers as number) >= 1)) fail(node('workers'), `${at}.workers`, 'must be an integer >= 1');
-    const env: Record<string, string> = {};
-    if (v.env !== undefined) {
-      if (typeof v.env !== 'object' || v.env === null || Array.isArray(v.env)) fail(node('env'), `${at}.env`, 'must be a map of NAME: value');
-      for (const [k, val] of Object.entries(v.env as Record<string, unknown>)) {
-        if (val !== null && typeof val === 'object') fail(node('env'), `${at}.env.${k}`, 'must be a string or a number');
-        env[k] = val === null ? '' : String(val);
-      }
-    }
-    const args = v.args ?? [];
-    if (!Array.isArray(args) || !args.every((a) => typeof a === 'string' || typeof a === 'number')) fail(node('args'), `${at}.args`, 'must be a list of extra `gatewire serve` arguments');
-    apps.push({
-      name: name as string,
-      app: v.app as string,
-      listen: listen as string[],
-      workers: v.workers as number | undefined,
-      env,
-      args: (args as unknown[]).map(String),
-    });
-  }
-  return apps;
 }
 
 function appserverArgs(app: AppSpec): string[] {
@@ -338,26 +267,6 @@ async function planDefault(values: Record<string, string | boolean | undefined>)
   };
 }
 
-/**
- * The config text with the `apps:` section blanked out character by character
- * (newlines kept), so a proxy that does not know `apps:` still reports its own
- * problems at the right FILE:LINE:COL. Null when there is no top-level `apps:`.
- */
-export function withoutApps(text: string): string | null {
-  const doc = YAML.parseDocument(text);
-  const root = doc.contents;
-  if (!isMap(root)) return null;
-  const pair = root.items.find((p) => (p.key as YAML.Scalar | null)?.value === 'apps');
-  if (!pair) return null;
-  if (root.flow) {
-    root.delete('apps');
-    return doc.toString();
-  }
-  const start = (pair.key as YamlNode).range![0];
-  const end = (pair.value as YamlNode | null)?.range?.[1] ?? (pair.key as YamlNode).range![2];
-  return text.slice(0, start) + text.slice(start, end).replace(/[^\n]/g, ' ') + text.slice(end);
-}
-
 async function planFromConfig(file: string): Promise<Plan> {
   const read = (): string => {
     try {
@@ -367,36 +276,18 @@ async function planFromConfig(file: string): Promise<Plan> {
     }
   };
   const text = read();
-  const apps = parseApps(text, file);
-  // The proxy validates the rest of the file; check it now so nothing starts on a bad config (like nginx -t).
-  const { parseConfig } = await import('../proxy/config.ts');
+  // One parse for the whole file, `apps:` included (the proxy's schema and problem reporter):
+  // nothing starts on a bad config, like nginx -t.
+  const { ConfigError, parseConfig } = await import('../proxy/config.ts');
+  let apps: AppSpec[];
   let listen: { host: string; port: number };
-  let proxyFile = file;
-  let cleanup = () => {};
-  let beforeReload = () => {};
   try {
-    listen = parseConfig(text, file).listen;
+    const config = parseConfig(text, file);
+    apps = config.apps;
+    listen = config.listen;
   } catch (err) {
-    const stripped = withoutApps(text);
-    if (stripped === null) throw new UpError((err as Error).message);
-    // This proxy rejects the `apps:` key: hand it a copy without it, rewritten
-    // from FILE before each SIGHUP so that a reload still reads the user's edits.
-    try {
-      listen = parseConfig(stripped, file).listen;
-    } catch (err2) {
-      throw new UpError((err2 as Error).message);
-    }
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'gatewire-up-'));
-    proxyFile = path.join(dir, path.basename(file));
-    writeFileSync(proxyFile, stripped);
-    cleanup = () => rmSync(dir, { recursive: true, force: true });
-    beforeReload = () => {
-      try {
-        writeFileSync(proxyFile, withoutApps(read()) ?? read());
-      } catch (e) {
-        log(`reload: ${(e as Error).message}`);
-      }
-    };
+    if (err instanceof ConfigError) throw new UpError(err.message);
+    throw err;
   }
   const hostPort = listen.host.includes(':') ? `[${listen.host}]:${listen.port}` : `${listen.host}:${listen.port}`;
   return {
@@ -410,11 +301,10 @@ async function planFromConfig(file: string): Promise<Plan> {
           ready: probeAddress(a.listen[0]),
         }),
       ),
-      { name: 'proxy', kind: 'proxy', args: ['proxy', '--config', proxyFile], env: childEnv(), ready: probeAddress(hostPort) },
+      { name: 'proxy', kind: 'proxy', args: ['proxy', '--config', file], env: childEnv(), ready: probeAddress(hostPort) },
     ],
     url: `http://${probeAddress(hostPort)}/`,
-    cleanup,
-    beforeReload,
+    cleanup: () => {},
   };
 }
 

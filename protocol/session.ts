@@ -994,6 +994,19 @@ export class GatewireStream extends Duplex {
     return this._headers;
   }
 
+  /** END_STREAM received and the stream closed on the wire: everything the peer sends is here (buffered or read). */
+  get complete(): boolean {
+    return this._remoteEnded && this._wireClosed;
+  }
+  /** DATA bytes received on this stream so far. */
+  get bodyReceived(): number {
+    return this._bodyReceived;
+  }
+  /** A write is waiting for flow-control credit or the socket: the peer is not taking our bytes. */
+  get sendStalled(): boolean {
+    return this._outChunk !== null;
+  }
+
   /** Server: sends the RESPONSE head. Throws a ProtocolError (VARS_TOO_LARGE) if the headers do not fit a frame. */
   respond(status: number, headers: Vars, opts?: { endStream?: boolean }): void {
     if (this.session.role !== 'server') throw new Error('respond() is for server streams');

@@ -248,6 +248,8 @@ export interface HttpRequestInfo {
   scheme: string;
   /** Overrides CONTENT_LENGTH, e.g. when the caller has buffered a chunked body; default: the Content-Length header or "". */
   contentLength?: number | string;
+  /** The mount point the proxy stripped from the path (strip_prefix): SCRIPT_NAME, as `uwsgi_param SCRIPT_NAME` sets it. */
+  scriptName?: string;
 }
 
 // Name transforms are cached because the same few dozen header names recur on
@@ -419,6 +421,7 @@ export function varsFromHttpRequest(req: HttpRequestInfo): Vars {
     req.scheme,
   ];
   if (https) out.push('HTTPS', 'on');
+  if (req.scriptName !== undefined && req.scriptName !== '') out.push('SCRIPT_NAME', req.scriptName);
   out.push(
     'REMOTE_ADDR',
     req.remoteAddress,

@@ -1,9 +1,9 @@
 // `gatewire proxy --config FILE [--check]`: load and validate the config (nginx -t
 // with --check), serve, reload on SIGHUP (a bad new config is logged and the
 // running one kept), stop gracefully on SIGTERM/SIGINT (close-with-grace: stop
-// accepting, let in-flight exchanges finish, then exit 0).
+// accepting, let in-flight exchanges finish, flush the log, then exit 0).
 import closeWithGrace from 'close-with-grace';
-import pino from 'pino';
+import { createProxyLog } from './access-log.ts';
 import { ConfigError, loadConfig, type ProxyConfig } from './config.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { ProxyServer } from './server.ts';
@@ -61,7 +61,7 @@ export async function runProxy(argv: string[]): Promise<number> {
     return 0;
   }
 
-  const log = pino({ level: config.log.level, base: { name: 'gatewire-proxy', pid: process.pid } });
+  const { log, flush, flushSync } = createProxyLog(config.log.level);
   const metrics = new ProxyMetrics();
   const proxy = new ProxyServer(config, { logger: log, metrics });
   let address: string;
@@ -87,6 +87,7 @@ export async function runProxy(argv: string[]): Promise<number> {
 
   let reloading = Promise.resolve();
   const onHup = () => {
+    flush();
     reloading = reloading.then(async () => {
       try {
         const next = await loadConfig(args.config);
@@ -107,6 +108,7 @@ export async function runProxy(argv: string[]): Promise<number> {
     else log.info({ signal }, 'closing gracefully');
     process.removeListener('SIGHUP', onHup);
     await Promise.all([proxy.close(), admin?.close()]);
+    flushSync();
   });
   void grace;
   return -1;

@@ -1,5 +1,5 @@
 // Coded errors of the proxy (Fastify's @fastify/error). A transport fails an
-// exchange with one of these; server.ts maps `statusCode` to the short answer
+// exchange with one of these; the exchange maps `statusCode` to the short answer
 // NGINX users expect (reply-from's defaults would answer 500 to a refused
 // connection). `retryable` says the upstream never processed the request, so
 // another host may get it whatever its method.
@@ -27,6 +27,13 @@ export const HeadersTooLargeError = createError('GW_HEADERS_TOO_LARGE', 'request
 export const NoHealthyUpstreamError = createError('GW_NO_HEALTHY_UPSTREAM', 'no available server in upstream %s', 503);
 /** The request body is larger than the upstream's max_body. */
 export const BodyTooLargeError = createError('GW_BODY_TOO_LARGE', 'request body larger than %s bytes', 413);
+/** The client sent no request body bytes for limits.body_timeout (NGINX's client_body_timeout). */
+export const BodyTimeoutError = createError('GW_BODY_TIMEOUT', 'no request body bytes for %s ms', 408);
+/**
+ * The proxy could not forward the request (a head the upstream client refuses, a bug of ours):
+ * a 502 that never counts against the server, which did nothing wrong.
+ */
+export const ProxyForwardError = createError('GW_PROXY_FORWARD', 'could not forward the request: %s', 502);
 /** The client went away before the exchange ended. */
 export const ClientAbortedError = createError('GW_CLIENT_ABORTED', 'client closed the request', 499);
 
@@ -46,6 +53,12 @@ export function timeoutError(what: string): UpstreamError {
 export function protocolFailure(cause: unknown, hostFailure = true): UpstreamError {
   const err = new UpstreamProtocolError(describe(cause), { cause }) as UpstreamError;
   err.hostFailure = hostFailure;
+  return err;
+}
+
+export function proxyFailure(cause: unknown): UpstreamError {
+  const err = new ProxyForwardError(describe(cause), { cause }) as UpstreamError;
+  err.hostFailure = false;
   return err;
 }
 

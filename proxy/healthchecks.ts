@@ -74,7 +74,11 @@ export class HealthChecker {
   }
 
   private readonly onHosts = (added: Host[]) => {
-    for (const h of added) this.metrics?.setHostHealth(this.pool.name, h.address, h.healthy);
+    for (const h of added) {
+      this.metrics?.setHostHealth(this.pool.name, h.address, h.healthy);
+      // a host that waits for `rise` checks starts counting now, not at the next round
+      if (!h.healthy && this.running) void this.checkOne(h);
+    }
   };
 
   private readonly onDrained = (host: Host) => {

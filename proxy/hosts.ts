@@ -1,27 +1,10 @@
 // Host: the state of one upstream server — in-flight count, passive health
 // (NGINX's max_fails/fail_timeout), active health (set by HealthChecker) and
 // draining (removed from DNS: finish in-flight, take no new).
-import net from 'node:net';
+import { formatAddress, parseAddress, type SocketTarget } from '../protocol/addresses.ts';
 
-export type HostTarget = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
-
-/** "127.0.0.1:9000", "[::1]:9000", "name:9000", "unix:/path", "http://host:port" → where to connect. */
-export function parseAddress(address: string): HostTarget {
-  if (address.startsWith('unix:')) return { kind: 'unix', path: address.slice(5) };
-  const rest = address.replace(/^http:\/\//i, '').replace(/\/$/, '');
-  const i = rest.lastIndexOf(':');
-  if (i <= 0) throw new Error(`not a host:port address: ${address}`);
-  const host = rest.slice(0, i).replace(/^\[|\]$/g, '');
-  const port = Number(rest.slice(i + 1));
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`bad port in address: ${address}`);
-  return { kind: 'tcp', host, port };
-}
-
-/** The normalised spelling of an address: IPv6 in brackets, no scheme. */
-export function formatAddress(target: HostTarget): string {
-  if (target.kind === 'unix') return `unix:${target.path}`;
-  return net.isIPv6(target.host) ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`;
-}
+export type HostTarget = SocketTarget;
+export { parseAddress };
 
 export interface HostConfig {
   address: string;
@@ -98,6 +81,12 @@ export class Host {
     }
     this.fails++;
     if (this.fails >= this.maxFails) this.downUntil = now + this.failTimeoutMs;
+  }
+
+  /** Down at once for fail_timeout, whatever max_fails says (a refused connection). */
+  markDown(now = Date.now()): void {
+    this.fails = Math.max(this.fails, this.maxFails, 1);
+    this.downUntil = now + this.failTimeoutMs;
   }
 
   markSuccess(): void {

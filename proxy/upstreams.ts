@@ -9,7 +9,8 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import pino from 'pino';
 import type { ServerConfig, UpstreamConfig } from './config.ts';
-import { Host, parseAddress } from './hosts.ts';
+import { parseAddress } from '../protocol/addresses.ts';
+import { Host } from './hosts.ts';
 import { createPolicy, RoundRobin, type SelectionContext, type SelectionPolicy } from './selection-policies.ts';
 
 /** Resolves a DNS name to its addresses (IPv4 and IPv6, any order). */
@@ -178,6 +179,28 @@ export class UpstreamPool extends EventEmitter {
     return candidates.length === 0 ? null : policy.select(candidates, ctx, tier);
   }
 
+  /**
+   * A try on `host` failed in a way that counts against it (passive health, max_fails). As in NGINX,
+   * a group with a single server never considers it unavailable: taking it out only turns every
+   * following request into a 503.
+   */
+  hostFailed(host: Host): void {
+    if (this.primaries.length + this.backups.length > 1) host.markFailure();
+  }
+
+  /**
+   * `host` refused a connection (nothing listens: stopping, not started yet, gone): the requests
+   * behind skip it at once, for fail_timeout, instead of each finding out for itself.
+   */
+  hostRefused(host: Host): void {
+    if (this.primaries.length + this.backups.length > 1) host.markDown();
+  }
+
+  /** Servers a request may be tried on: every host that is not draining. */
+  get size(): number {
+    return this.primaries.length + this.backups.length;
+  }
+
   /** Starts DNS resolution of `resolve: true` servers; resolves once the first round is done (it never rejects). */
   start(): Promise<void> {
     if (this.started || this.resolved.length === 0) return this.resolving ?? Promise.resolve();
@@ -281,6 +304,9 @@ export class UpstreamPool extends EventEmitter {
       const known = rs.byIp.get(ip);
       if (known === undefined) {
         const host = this.makeHost(rs.server, net.isIPv6(ip) ? `[${ip}]:${rs.port}` : `${ip}:${rs.port}`, rs.server.address);
+        // A replica DNS lists may not listen yet: with health checks it joins once it passed `rise`
+        // of them (the records of the first resolution are trusted, as static servers are).
+        if (rs.resolvedOnce && this.config.health_check !== null) host.healthy = false;
         rs.byIp.set(ip, host);
         added.push(host);
       } else if (known.draining) {

@@ -164,7 +164,7 @@ upstreams:
   const up = startGatewire(['up', '--config', file], { env: userEnv(dir) });
   t.after(() => up.stop(2000));
   assert.equal(await withTimeout(up.exited, 30_000, 'did not exit'), 1);
-  assert.match(up.output(), new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:4:14: apps\\[0\\]\\.workers: must be an integer >= 1`));
+  assert.match(up.output(), new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:4:14: apps\\[0\\]\\.workers: expected a whole number, got "none"`));
   assert.doesNotMatch(up.output(), /gatewire is up/);
   assert.deepEqual(leftovers(dir), ['bad.yaml'], 'nothing was started');
 });

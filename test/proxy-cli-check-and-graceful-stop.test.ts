@@ -36,3 +36,18 @@ test('SIGTERM: the request in flight completes, then the proxy exits 0', { timeo
   assert.deepEqual([r.status, r.text], [200, 'A']);
   assert.equal(await proxy.proc.exited, 0, proxy.proc.output());
 });
+
+test('`gatewire up` checks apps: with the proxy config schema: every problem FILE:LINE:COL, nothing started', { timeout: 30000 }, async (t) => {
+  const { dir, cleanup } = tempDir('gwc-');
+  t.after(cleanup);
+  const bad = path.join(dir, 'up.yaml');
+  writeFileSync(
+    bad,
+    'apps:\n  - app: examples/hello.ts\n    listen: nowhere\n    worker: 2\nroutes:\n  - upstream: app\nupstreams:\n  app:\n    servers: [{ address: "127.0.0.1:9000" }]\n',
+  );
+  const up = startGatewire(['up', '--config', bad]);
+  assert.notEqual(await up.exited, 0);
+  assert.match(up.output(), /up\.yaml:3:13: apps\[0\]\.listen: "nowhere" is not a listen address/);
+  assert.match(up.output(), /up\.yaml:4:5: apps\[0\]\.worker: unknown key \(did you mean "workers"\?\)/);
+  assert.doesNotMatch(up.output(), /listening/);
+});

@@ -42,7 +42,7 @@ test('defaults follow NGINX where it has one', () => {
   assert.deepEqual(cfg.admin, { host: '127.0.0.1', port: 9901 });
   assert.equal(cfg.trust_proxy, false);
   assert.deepEqual(cfg.log, { level: 'info', access: true });
-  assert.deepEqual(cfg.limits, { max_header_size: 16384, header_timeout_ms: 60_000, keepalive_timeout_ms: 75_000, max_connections: 0 });
+  assert.deepEqual(cfg.limits, { max_header_size: 16384, header_timeout_ms: 60_000, keepalive_timeout_ms: 75_000, max_connections: 0, body_timeout_ms: 60_000 });
   assert.deepEqual(cfg.resolver, { servers: [], timeout_ms: 2000, interval_ms: 5000 });
   assert.deepEqual(cfg.routes, [{ match: { path_prefix: '/' }, upstream: 'app', strip_prefix: false }]);
   assert.deepEqual(cfg.upstreams.app, {
@@ -128,9 +128,14 @@ test('JSON is accepted and gives the same config as the equivalent YAML', () => 
   assert.equal(json.upstreams.a.max_body, 2048);
 });
 
-test('the apps: section of `gatewire up` is accepted and ignored', () => {
-  const cfg = parseConfig('apps: [{ name: x, app: examples/hello.ts }]\nroutes: [{ upstream: a }]\nupstreams: { a: { servers: [{ address: "127.0.0.1:1" }] } }\n');
-  assert.equal('apps' in cfg, false);
+test('the apps: section of `gatewire up` goes through the same schema and problem reporter', () => {
+  const cfg = parseConfig('apps: [{ name: x, app: examples/hello.ts, listen: "unix:/tmp/x.sock", env: { N: 1 } }]\nroutes: [{ upstream: a }]\nupstreams: { a: { servers: [{ address: "127.0.0.1:1" }] } }\n');
+  assert.deepEqual(cfg.apps, [{ name: 'x', app: 'examples/hello.ts', listen: ['unix:/tmp/x.sock'], env: { N: '1' }, args: [] }]);
+  assert.throws(
+    () => parseConfig('apps:\n  - app: a.ts\n    listen: nowhere\n    worker: 2\nroutes: [{ upstream: a }]\nupstreams: { a: { servers: [{ address: "127.0.0.1:1" }] } }\n', 'g.yaml'),
+    (err: Error) =>
+      err.message.includes('g.yaml:3:13: apps[0].listen: "nowhere" is not a listen address') && err.message.includes('g.yaml:4:5: apps[0].worker: unknown key (did you mean "workers"?)'),
+  );
 });
 
 test('address forms normalise to one spelling', () => {

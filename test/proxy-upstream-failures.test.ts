@@ -83,13 +83,28 @@ test('a frozen backend (SIGSTOP): 504 after the read timeout, then marked down',
   }
 });
 
-test('502 for a refused connection, 503 once no server is available', { timeout: 60000 }, async (t) => {
-  const port = await freePort();
-  const proxy = await startProxy(t, { upstreams: { app: { servers: [`127.0.0.1:${port}`], max_fails: 1, fail_timeout: '60s' } } });
+test('502 for a refused connection, 503 once no server is available; a single server is never taken out', { timeout: 60000 }, async (t) => {
+  const [p1, p2] = [await freePort(), await freePort()];
+  const proxy = await startProxy(t, {
+    upstreams: {
+      app: { servers: [`127.0.0.1:${p1}`, `127.0.0.1:${p2}`], max_fails: 1, fail_timeout: '60s' },
+      solo: { servers: [`127.0.0.1:${p1}`], max_fails: 1, fail_timeout: '60s' },
+    },
+    routes: [
+      { match: { path_prefix: '/solo' }, upstream: 'solo' },
+      { match: { path_prefix: '/' }, upstream: 'app' },
+    ],
+  });
+  // both servers refuse: each is tried once (never processed, so retried whatever retries.tries says)
   const first = await call(`${proxy.url}/`);
   assert.deepEqual([first.status, first.text], [502, SHORT_BODIES[502]]);
   const second = await call(`${proxy.url}/`);
   assert.deepEqual([second.status, second.text], [503, SHORT_BODIES[503]]);
+  // NGINX: max_fails and fail_timeout are ignored for a group with a single server
+  for (let i = 0; i < 3; i++) {
+    const solo = await call(`${proxy.url}/solo`);
+    assert.deepEqual([solo.status, solo.text], [502, SHORT_BODIES[502]]);
+  }
 });
 
 test('413 for a body over max_body, by Content-Length and mid-stream when chunked', { timeout: 60000 }, async (t) => {

@@ -3,42 +3,55 @@
 // the least-loaded usable session; while every session is busy and the limit
 // allows, one more connection is opened in the background (the request does
 // not wait for it). Sessions that got GOAWAY take no new streams; streams they
-// never processed fail as retryable and the dispatcher sends them elsewhere.
+// never processed fail as retryable and the exchange sends them elsewhere.
 // Idle sessions are PINGed and destroyed without an ACK (dead peers behind a
-// NAT or a frozen process); read timeouts are enforced by one coarse sweeper.
+// NAT or a frozen process).
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { ErrorCode, MAX_VARS_SIZE } from '../../protocol/constants.ts';
 import { GatewireSession, type GatewireStream, StreamResetError } from '../../protocol/session.ts';
 import { type Vars, varsSize } from '../../protocol/vars.ts';
 import type { UpstreamConfig } from '../config.ts';
-import {
-  BodyTooLargeError,
-  ClientAbortedError,
-  connectError,
-  HeadersTooLargeError,
-  protocolFailure,
-  refusedStream,
-  timeoutError,
-  type UpstreamError,
-} from '../errors.ts';
+import { BodyTooLargeError, ClientAbortedError, connectError, HeadersTooLargeError, protocolFailure, refusedStream, type UpstreamError } from '../errors.ts';
 import type { Host } from '../hosts.ts';
-import { headersFromVars, requestVars, TimeoutSweeper, type Timed, type Transport, type TransportRequest, type TransportResponse } from './transport.ts';
+import { HostQueue, PHASE_BODY, PHASE_DONE, PHASE_HEAD, PHASE_QUEUED, TimeoutSweeper, TransportExchange } from './base.ts';
+import { headersFromVars, requestVars, type Transport, type TransportRequest, type TransportResponse } from './transport.ts';
 
 /** Idle sessions are pinged this often; a PING unanswered for pingTimeout kills the session. */
 const PING_INTERVAL_MS = 5000;
 
+/** Larger complete bodies still stream (they are few, and a copy of them would cost more than it saves). */
+const WHOLE_BODY_MAX = 256 * 1024;
+const EMPTY_BODY = Buffer.alloc(0);
+
 const kExchange = Symbol('gatewire.exchange');
-type TaggedStream = GatewireStream & { [kExchange]?: Exchange };
+type TaggedStream = GatewireStream & { [kExchange]?: GatewireExchange };
 
 class HostSessions {
   readonly sessions: GatewireSession[] = [];
   connecting = 0;
-  readonly waiters: Exchange[] = [];
+  readonly waiting = new HostQueue<GatewireExchange>();
   closed = false;
   readonly host: Host;
   constructor(host: Host) {
     this.host = host;
+  }
+
+  /** The usable session with the fewest active streams, or null. */
+  leastLoaded(): GatewireSession | null {
+    let best: GatewireSession | null = null;
+    let bestActive = Number.POSITIVE_INFINITY;
+    const sessions = this.sessions;
+    for (let i = 0; i < sessions.length; i++) {
+      const s = sessions[i];
+      if (s.availableStreams <= 0) continue;
+      const active = s.activeStreams;
+      if (active < bestActive) {
+        best = s;
+        bestActive = active;
+      }
+    }
+    return best;
   }
 }
 
@@ -55,17 +68,18 @@ export class GatewireTransport implements Transport {
 
   request(host: Host, req: TransportRequest): Promise<TransportResponse> {
     return new Promise((resolve, reject) => {
-      if (req.aborted) {
+      if (req.signal.aborted) {
         reject(new ClientAbortedError());
         return;
       }
       const vars = requestVars(req);
       // REQUEST carries the vars in one frame: headers beyond it are the client's 431
-      if (varsSize(vars) > MAX_VARS_SIZE || varsSize(vars) < 0) {
+      const size = varsSize(vars);
+      if (size > MAX_VARS_SIZE || size < 0) {
         reject(new HeadersTooLargeError(`vars block over ${MAX_VARS_SIZE} bytes`));
         return;
       }
-      const ex = new Exchange(this, host, req, vars, resolve, reject);
+      const ex = new GatewireExchange(this, host, req, vars, resolve, reject);
       this.sweeper.add(ex);
       this.place(this.entry(host), ex);
     });
@@ -80,29 +94,22 @@ export class GatewireTransport implements Transport {
     return hs;
   }
 
+  private canGrow(hs: HostSessions): boolean {
+    const open = hs.sessions.length + hs.connecting;
+    return open < this.cfg.connections_per_server || open === 0;
+  }
+
   /** Puts an exchange on the least-loaded session, or queues it for one. */
-  private place(hs: HostSessions, ex: Exchange): void {
-    const limit = this.cfg.connections_per_server;
-    let best: GatewireSession | null = null;
-    let bestActive = Number.POSITIVE_INFINITY;
-    const sessions = hs.sessions;
-    for (let i = 0; i < sessions.length; i++) {
-      const s = sessions[i];
-      if (s.availableStreams <= 0) continue;
-      const active = s.activeStreams;
-      if (active < bestActive) {
-        best = s;
-        bestActive = active;
-      }
-    }
+  private place(hs: HostSessions, ex: GatewireExchange): void {
+    const best = hs.leastLoaded();
     if (best !== null) {
       // all busy: grow towards the limit for the next requests
-      if (bestActive > 0 && sessions.length + hs.connecting < limit) this.connect(hs);
+      if (best.activeStreams > 0 && this.canGrow(hs)) this.connect(hs);
       ex.start(best);
       return;
     }
-    hs.waiters.push(ex);
-    if (sessions.length + hs.connecting < limit || (sessions.length === 0 && hs.connecting === 0)) this.connect(hs);
+    hs.waiting.push(ex);
+    if (this.canGrow(hs)) this.connect(hs);
   }
 
   private connect(hs: HostSessions): void {
@@ -114,14 +121,12 @@ export class GatewireTransport implements Transport {
       clearTimeout(timer);
       hs.connecting--;
       // every exchange waiting for a connection fails; they never reached the app
-      const waiters = hs.waiters.splice(0);
-      for (const ex of waiters) ex.fail(connectError(err, true));
+      for (const ex of hs.waiting.takeAll()) ex.abort(connectError(err, true));
     });
     socket.once('connect', () => {
       clearTimeout(timer);
       socket.removeAllListeners('error');
       hs.connecting--;
-      socket.setNoDelay(true);
       if (hs.closed) {
         socket.destroy();
         return;
@@ -131,46 +136,34 @@ export class GatewireTransport implements Transport {
       session.once('close', () => {
         const i = hs.sessions.indexOf(session);
         if (i >= 0) hs.sessions.splice(i, 1);
-        this.drainWaiters(hs);
+        this.serveWaiting(hs);
       });
-      session.on('goaway', () => this.drainWaiters(hs));
+      session.on('goaway', () => this.serveWaiting(hs));
       hs.sessions.push(session);
-      this.drainWaiters(hs);
+      this.serveWaiting(hs);
     });
   }
 
-  /** Capacity appeared (new session, a stream ended, a session left): serve waiters in order. */
-  drainWaiters(hs: HostSessions): void {
-    while (hs.waiters.length > 0) {
-      let best: GatewireSession | null = null;
-      let bestActive = Number.POSITIVE_INFINITY;
-      for (const s of hs.sessions) {
-        if (s.availableStreams > 0 && s.activeStreams < bestActive) {
-          best = s;
-          bestActive = s.activeStreams;
-        }
-      }
+  /** Capacity appeared (new session, a stream ended, a session left): serve the waiting exchanges in order. */
+  private serveWaiting(hs: HostSessions): void {
+    while (hs.waiting.length > 0) {
+      const best = hs.leastLoaded();
       if (best === null) {
-        if (hs.sessions.length + hs.connecting < this.cfg.connections_per_server || (hs.sessions.length === 0 && hs.connecting === 0)) {
-          if (!hs.closed) this.connect(hs);
-          else for (const ex of hs.waiters.splice(0)) ex.fail(connectError(new Error('upstream host removed'), true));
-        }
+        if (hs.closed) for (const ex of hs.waiting.takeAll()) ex.abort(connectError(new Error('upstream host removed'), true));
+        else if (this.canGrow(hs)) this.connect(hs);
         return;
       }
-      (hs.waiters.shift() as Exchange).start(best);
+      (hs.waiting.shift() as GatewireExchange).start(best);
     }
   }
 
-  streamEnded(host: Host): void {
-    const hs = this.hosts.get(host);
-    if (hs !== undefined && hs.waiters.length > 0) this.drainWaiters(hs);
-  }
-
-  dequeue(ex: Exchange): void {
+  /** An exchange of `host` ended (or left the queue). */
+  released(ex: GatewireExchange, queued: boolean): void {
+    this.sweeper.delete(ex);
     const hs = this.hosts.get(ex.host);
     if (hs === undefined) return;
-    const i = hs.waiters.indexOf(ex);
-    if (i >= 0) hs.waiters.splice(i, 1);
+    if (queued) hs.waiting.remove(ex);
+    else if (hs.waiting.length > 0) this.serveWaiting(hs);
   }
 
   closeHost(host: Host): void {
@@ -179,17 +172,6 @@ export class GatewireTransport implements Transport {
     hs.closed = true;
     this.hosts.delete(host);
     for (const s of hs.sessions) void s.close();
-  }
-
-  /** Sessions for /status. */
-  sessionCounts(): Record<string, { sessions: number; streams: number }> {
-    const out: Record<string, { sessions: number; streams: number }> = {};
-    for (const [host, hs] of this.hosts) {
-      let streams = 0;
-      for (const s of hs.sessions) streams += s.activeStreams;
-      out[host.address] = { sessions: hs.sessions.length, streams };
-    }
-    return out;
   }
 
   async close(force = false): Promise<void> {
@@ -207,22 +189,13 @@ export class GatewireTransport implements Transport {
   }
 }
 
-/** Larger complete bodies still stream (they are few, and a copy of them would cost more than it saves). */
-const WHOLE_BODY_MAX = 256 * 1024;
-const EMPTY_BODY = Buffer.alloc(0);
-
 /** A response head; with takeWholeBody for a body that arrived in the same read as the head. */
 class GatewireResponse implements TransportResponse {
   readonly statusCode: number;
   readonly headers: Record<string, string | string[]>;
   readonly body: GatewireStream;
-  private readonly exchange: Exchange;
-  constructor(
-    statusCode: number,
-    headers: Record<string, string | string[]>,
-    body: GatewireStream,
-    exchange: Exchange,
-  ) {
+  private readonly exchange: GatewireExchange;
+  constructor(statusCode: number, headers: Record<string, string | string[]>, body: GatewireStream, exchange: GatewireExchange) {
     this.statusCode = statusCode;
     this.headers = headers;
     this.body = body;
@@ -234,90 +207,61 @@ class GatewireResponse implements TransportResponse {
   }
 }
 
-const PHASE_QUEUED = 0;
-const PHASE_HEAD = 1;
-const PHASE_BODY = 2;
-const PHASE_DONE = 3;
-
 function onStreamResponse(this: TaggedStream, status: number, headers: Vars): void {
   this[kExchange]?.onResponse(status, headers);
 }
 function onStreamError(this: TaggedStream, err: Error): void {
   this[kExchange]?.onStreamError(err);
 }
-function onStreamEnd(this: TaggedStream): void {
-  this[kExchange]?.finish();
+function onStreamClose(this: TaggedStream): void {
+  this[kExchange]?.onStreamClose();
+}
+function onBodyError(this: Readable & { [kExchange]?: GatewireExchange }, err: Error): void {
+  const e = err as UpstreamError;
+  this[kExchange]?.abort(e.code === 'GW_BODY_TOO_LARGE' || e.code === 'GW_BODY_TIMEOUT' ? e : (new ClientAbortedError() as UpstreamError));
 }
 
-class Exchange implements Timed {
-  phase = PHASE_QUEUED;
+class GatewireExchange extends TransportExchange {
   private stream: TaggedStream | null = null;
-  private lastActivity = Date.now();
-  private lastProgress = -1;
-
   private readonly transport: GatewireTransport;
-  readonly host: Host;
-  private readonly req: TransportRequest;
   private readonly vars: Vars;
-  private readonly resolve: (res: TransportResponse) => void;
-  private readonly reject: (err: Error) => void;
-  constructor(
-    transport: GatewireTransport,
-    host: Host,
-    req: TransportRequest,
-    vars: Vars,
-    resolve: (res: TransportResponse) => void,
-    reject: (err: Error) => void,
-  ) {
+
+  constructor(transport: GatewireTransport, host: Host, req: TransportRequest, vars: Vars, resolve: (res: TransportResponse) => void, reject: (err: Error) => void) {
+    super(host, req, resolve, reject);
     this.transport = transport;
-    this.host = host;
-    this.req = req;
     this.vars = vars;
-    this.resolve = resolve;
-    this.reject = reject;
-    req.cancel = () => this.cancel();
   }
 
   start(session: GatewireSession): void {
     if (this.phase !== PHASE_QUEUED) return;
     this.phase = PHASE_HEAD;
-    this.lastActivity = Date.now();
-    const body = this.req.body;
-    const whole = this.req.bodyBuffer ?? null;
+    this.touch();
+    const req = this.req;
+    const body = req.body;
+    const whole = req.bodyBuffer;
     const stream = session.request(this.vars, { endStream: body === null && whole === null }) as TaggedStream;
     this.stream = stream;
     stream[kExchange] = this;
     stream.on('response', onStreamResponse);
     stream.on('error', onStreamError);
-    stream.on('close', onStreamEnd);
-    if (whole !== null) {
-      // REQUEST and DATA(END) leave in the same write; the buffer stays with the request for a replay
-      if (session.ready) stream.end(whole);
-      else session.once('ready', () => stream.destroyed || stream.end(whole));
-    } else if (body !== null) {
-      if (session.ready) this.sendBody(body, stream);
-      else session.once('ready', () => this.sendBody(body, stream));
+    stream.on('close', onStreamClose);
+    // REQUEST and DATA(END) leave in the same write; the buffer stays with the request for a replay
+    if (whole !== null) stream.end(whole);
+    else if (body !== null) {
+      (body as Readable & { [kExchange]?: GatewireExchange })[kExchange] = this;
+      body.once('data', () => {
+        req.bodyStarted = true;
+      });
+      body.on('error', onBodyError);
+      body.pipe(stream);
     }
-  }
-
-  private sendBody(body: Readable, stream: GatewireStream): void {
-    if (this.phase === PHASE_DONE || stream.destroyed) return;
-    const req = this.req;
-    body.once('data', () => {
-      req.bodyStarted = true;
-    });
-    body.once('error', (err) => {
-      const e = err as UpstreamError;
-      this.fail(e.code === 'GW_BODY_TOO_LARGE' ? e : (new ClientAbortedError() as UpstreamError));
-    });
-    body.pipe(stream);
   }
 
   onResponse(status: number, headers: Vars): void {
     if (this.phase !== PHASE_HEAD) return;
     this.phase = PHASE_BODY;
-    this.lastActivity = Date.now();
-    this.resolve(new GatewireResponse(status, headersFromVars(headers), this.stream as GatewireStream, this));
+    this.touch();
+    this.respond(new GatewireResponse(status, headersFromVars(headers), this.stream as GatewireStream, this));
   }
 
   /**
@@ -326,70 +270,56 @@ class Exchange implements Timed {
    */
   takeWholeBody(expectedLength: number): Buffer | null {
     const stream = this.stream;
-    if (this.phase !== PHASE_BODY || stream === null || !stream._remoteEnded || !stream._wireClosed || stream.destroyed) return null;
+    if (this.phase !== PHASE_BODY || stream === null || !stream.complete || stream.destroyed) return null;
     if (stream.readableFlowing !== null || stream.readableLength !== expectedLength || expectedLength > WHOLE_BODY_MAX) return null;
     // read() hands over everything buffered (and lets the stream end and close on its own)
     const body = stream.read() as Buffer | null;
-    this.done();
+    this.end(false);
     return body ?? EMPTY_BODY;
   }
 
   onStreamError(err: Error): void {
-    if (this.phase === PHASE_HEAD || this.phase === PHASE_QUEUED) this.fail(mapStreamError(err));
-    else this.finish();
+    if (this.phase === PHASE_HEAD || this.phase === PHASE_QUEUED) this.abort(mapStreamError(err));
+    else this.end(true);
   }
 
-  /** The stream closed (or errored after the head): the exchange is over. */
-  finish(): void {
+  onStreamClose(): void {
     if (this.phase === PHASE_DONE) return;
-    if (this.phase === PHASE_HEAD) {
-      // closed without a response and without an error
-      this.fail(protocolFailure(new Error('stream closed without a response')));
-      return;
+    // closed without a response and without an error
+    if (this.phase === PHASE_HEAD) this.abort(protocolFailure(new Error('stream closed without a response')));
+    else this.end(false);
+  }
+
+  protected override release(broken: boolean): void {
+    const stream = this.stream;
+    const queued = stream === null;
+    if (stream !== null) {
+      stream[kExchange] = undefined;
+      if (broken && !stream.destroyed) stream.reset(ErrorCode.CANCEL);
     }
-    this.done();
-  }
-
-  private done(): void {
-    this.phase = PHASE_DONE;
-    this.req.cancel = null;
-    const stream = this.stream;
-    if (stream !== null) stream[kExchange] = undefined;
-    this.transport.sweeper.delete(this);
-    this.transport.streamEnded(this.host);
-  }
-
-  fail(err: UpstreamError): void {
-    const phase = this.phase;
-    if (phase === PHASE_DONE) return;
-    if (phase === PHASE_QUEUED) this.transport.dequeue(this);
-    const stream = this.stream;
-    this.done();
-    if (stream !== null && !stream.destroyed) stream.reset(ErrorCode.CANCEL);
-    if (phase === PHASE_BODY) stream?.destroy(err);
-    else this.reject(err);
-  }
-
-  private cancel(): void {
-    this.fail(new ClientAbortedError() as UpstreamError);
-  }
-
-  checkTimeout(now: number): void {
-    const phase = this.phase;
-    const stream = this.stream;
-    if (phase === PHASE_BODY && stream !== null) {
-      // received bytes, bytes buffered for a slow client, or bytes the client took: all progress
-      const progress = stream._bodyReceived + (this.req.progress?.() ?? 0);
-      if (progress !== this.lastProgress || stream.readableLength > 0) {
-        this.lastProgress = progress;
-        this.lastActivity = now;
-        return;
-      }
+    const body = this.req.body as (Readable & { [kExchange]?: GatewireExchange }) | null;
+    if (body !== null && body[kExchange] === this) {
+      body[kExchange] = undefined;
+      body.removeListener('error', onBodyError);
+      if (stream !== null) body.unpipe(stream);
     }
-    if (now - this.lastActivity <= this.req.readTimeoutMs) return;
-    if (phase === PHASE_QUEUED) this.fail(timeoutError('waiting for a connection'));
-    else if (phase === PHASE_HEAD) this.fail(timeoutError('no response head'));
-    else if (phase === PHASE_BODY) this.fail(timeoutError('no body bytes'));
+    this.transport.released(this, queued);
+  }
+
+  protected override responseBody(): Readable | null {
+    return this.stream;
+  }
+
+  protected override upstreamProgress(): number {
+    return this.stream?.bodyReceived ?? 0;
+  }
+
+  protected override waitingForClient(): boolean {
+    return (this.stream?.readableLength ?? 0) > 0;
+  }
+
+  protected override sendBlocked(): boolean {
+    return this.stream?.sendStalled === true;
   }
 }
 

@@ -9,24 +9,20 @@
 // NGINX does with proxy_request_buffering; a known length streams through.
 import net from 'node:net';
 import { Readable } from 'node:stream';
+import { ProtocolError } from '../../protocol/errors.ts';
 import type { HttpResponseError, HttpResponseHandler } from '../../protocol/http-response.ts';
 import { HttpResponseParser } from '../../protocol/http-response.ts';
-import { ProtocolError } from '../../protocol/errors.ts';
 import { encodeUwsgiRequest } from '../../protocol/uwsgi.ts';
+import { readWholeBody } from '../body.ts';
 import type { UpstreamConfig } from '../config.ts';
-import { BodyTooLargeError, ClientAbortedError, connectError, HeadersTooLargeError, protocolFailure, timeoutError, type UpstreamError } from '../errors.ts';
+import { ClientAbortedError, connectError, HeadersTooLargeError, protocolFailure, type UpstreamError } from '../errors.ts';
 import type { Host } from '../hosts.ts';
-import { requestVars as requestVarsOf, TimeoutSweeper, type Timed, type Transport, type TransportRequest, type TransportResponse } from './transport.ts';
-
-const PHASE_QUEUED = 0;
-const PHASE_CONNECTING = 1;
-const PHASE_WAITING = 2;
-const PHASE_BODY = 3;
-const PHASE_DONE = 4;
+import { HostQueue, PHASE_BODY, PHASE_CONNECTING, PHASE_DONE, PHASE_HEAD, TimeoutSweeper, TransportExchange } from './base.ts';
+import { requestVars, type Transport, type TransportRequest, type TransportResponse } from './transport.ts';
 
 interface HostSlots {
   active: number;
-  queue: UwsgiExchange[];
+  readonly waiting: HostQueue<UwsgiExchange>;
 }
 
 export class UwsgiTransport implements Transport {
@@ -42,7 +38,7 @@ export class UwsgiTransport implements Transport {
 
   request(host: Host, req: TransportRequest): Promise<TransportResponse> {
     return new Promise((resolve, reject) => {
-      if (req.aborted) {
+      if (req.signal.aborted) {
         reject(new ClientAbortedError());
         return;
       }
@@ -51,30 +47,27 @@ export class UwsgiTransport implements Transport {
       this.sweeper.add(ex);
       let slots = this.slots.get(host);
       if (slots === undefined) {
-        slots = { active: 0, queue: [] };
+        slots = { active: 0, waiting: new HostQueue() };
         this.slots.set(host, slots);
       }
       if (slots.active < this.cfg.connections_per_server) {
         slots.active++;
         void ex.start();
-      } else slots.queue.push(ex);
+      } else slots.waiting.push(ex);
     });
   }
 
   /** An exchange ended: its slot goes to the next one waiting. */
-  done(ex: UwsgiExchange, hadSlot: boolean): void {
+  released(ex: UwsgiExchange, hadSlot: boolean): void {
     this.exchanges.delete(ex);
     this.sweeper.delete(ex);
     const slots = this.slots.get(ex.host);
     if (slots !== undefined) {
       if (hadSlot) {
-        const next = slots.queue.shift();
+        const next = slots.waiting.shift();
         if (next !== undefined) void next.start();
         else slots.active--;
-      } else {
-        const i = slots.queue.indexOf(ex);
-        if (i >= 0) slots.queue.splice(i, 1);
-      }
+      } else slots.waiting.remove(ex);
     }
     if (this.closing !== null && this.exchanges.size === 0) this.closing();
   }
@@ -98,68 +91,51 @@ export class UwsgiTransport implements Transport {
   }
 }
 
-class UwsgiExchange implements HttpResponseHandler, Timed {
-  private phase = PHASE_QUEUED;
+function noop(): void {}
+
+class UwsgiExchange extends TransportExchange implements HttpResponseHandler {
   private socket: net.Socket | null = null;
-  private parser: HttpResponseParser;
+  private readonly parser: HttpResponseParser;
   private body: Readable | null = null;
   /** The response whose head was parsed in the push in progress; handed over once that push ended cleanly. */
   private head: TransportResponse | null = null;
-  private lastActivity = Date.now();
-  private lastProgress = -1;
-  private settled = false;
   private hadSlot = false;
   private paused = false;
-
   private readonly transport: UwsgiTransport;
-  readonly host: Host;
-  private readonly req: TransportRequest;
-  private readonly resolve: (res: TransportResponse) => void;
-  private readonly reject: (err: Error) => void;
-  constructor(
-    transport: UwsgiTransport,
-    host: Host,
-    req: TransportRequest,
-    resolve: (res: TransportResponse) => void,
-    reject: (err: Error) => void,
-  ) {
+
+  constructor(transport: UwsgiTransport, host: Host, req: TransportRequest, resolve: (res: TransportResponse) => void, reject: (err: Error) => void) {
+    super(host, req, resolve, reject);
     this.transport = transport;
-    this.host = host;
-    this.req = req;
-    this.resolve = resolve;
-    this.reject = reject;
     this.parser = new HttpResponseParser(this, { isHead: req.method === 'HEAD' });
-    req.cancel = () => this.abort(new ClientAbortedError() as UpstreamError);
   }
 
   async start(): Promise<void> {
     this.hadSlot = true;
     if (this.phase === PHASE_DONE) {
-      this.transport.done(this, true);
+      this.transport.released(this, true);
       return;
     }
     this.phase = PHASE_CONNECTING;
-    this.lastActivity = Date.now();
+    this.touch();
     const req = this.req;
     let contentLength: number | undefined;
-    let buffered: Buffer[] | null = req.bodyBuffer != null ? [req.bodyBuffer] : null;
-    if (buffered === null && req.body !== null && req.headers['content-length'] === undefined) {
+    let whole = req.bodyBuffer;
+    if (whole === null && req.body !== null && req.contentLength < 0) {
       // unknown length: uwsgi needs CONTENT_LENGTH up front
       req.bodyStarted = true;
       try {
-        buffered = await bufferBody(req.body, this.transport.cfg.max_body);
+        whole = await readWholeBody(req.body, this.transport.cfg.max_body);
       } catch (err) {
-        this.fail((err as UpstreamError).code === 'GW_BODY_TOO_LARGE' ? (err as UpstreamError) : (new ClientAbortedError() as UpstreamError));
+        this.abort((err as UpstreamError).code?.startsWith('GW_') ? (err as UpstreamError) : (new ClientAbortedError() as UpstreamError));
         return;
       }
       if (this.phase === PHASE_DONE) return;
-      contentLength = 0;
-      for (const b of buffered) contentLength += b.length;
-      this.lastActivity = Date.now();
+      contentLength = whole.length;
+      this.touch();
     }
-    const packet = encodeUwsgiRequest(requestVarsOf(req, contentLength));
+    const packet = encodeUwsgiRequest(requestVars(req, contentLength));
     if (packet instanceof ProtocolError) {
-      this.fail(new HeadersTooLargeError(packet.message) as UpstreamError);
+      this.abort(new HeadersTooLargeError(packet.message) as UpstreamError);
       return;
     }
     const target = this.host.target;
@@ -168,12 +144,12 @@ class UwsgiExchange implements HttpResponseHandler, Timed {
     socket.setNoDelay(true);
     socket.once('connect', () => {
       if (this.phase === PHASE_DONE) return;
-      this.phase = PHASE_WAITING;
-      this.lastActivity = Date.now();
-      if (buffered !== null) {
+      this.phase = PHASE_HEAD;
+      this.touch();
+      if (whole !== null) {
         socket.cork();
         socket.write(packet);
-        for (const b of buffered) socket.write(b);
+        socket.write(whole);
         socket.uncork();
       } else {
         socket.write(packet);
@@ -192,11 +168,10 @@ class UwsgiExchange implements HttpResponseHandler, Timed {
       if (!socket.write(chunk)) body.pause();
     });
     socket.on('drain', () => body.resume());
-    body.once('error', (err) => this.abort((err as UpstreamError).code === 'GW_BODY_TOO_LARGE' ? (err as UpstreamError) : protocolFailure(err, false)));
+    body.once('error', (err) => this.abort((err as UpstreamError).code?.startsWith('GW_') ? (err as UpstreamError) : protocolFailure(err, false)));
   }
 
   private onData(chunk: Buffer): void {
-    this.lastActivity = Date.now();
     const err = this.parser.push(chunk);
     // A response is handed over only after the packet that carried its head was parsed to the
     // end: a body already malformed in that packet (a bad chunk size right after the head) is a
@@ -205,8 +180,7 @@ class UwsgiExchange implements HttpResponseHandler, Timed {
     if (head !== null) {
       this.head = null;
       if (err === null) {
-        this.settled = true;
-        this.resolve(head);
+        this.respond(head);
         return;
       }
       this.onParseError(err);
@@ -226,18 +200,14 @@ class UwsgiExchange implements HttpResponseHandler, Timed {
   }
 
   private onSocketError(err: Error | null): void {
-    if (this.phase === PHASE_DONE) return;
-    if (this.phase === PHASE_CONNECTING) {
-      this.fail(connectError(err ?? new Error('closed'), true));
-      return;
-    }
-    if (this.phase === PHASE_WAITING) {
-      // the request went out: a reset now may come after the app acted
-      this.fail(connectError(err ?? new Error('connection closed before a response'), false));
-      return;
-    }
+    const phase = this.phase;
+    if (phase === PHASE_DONE) return;
+    // refused or never connected: the app never saw it
+    if (phase === PHASE_CONNECTING) this.abort(connectError(err ?? new Error('closed'), true));
+    // the request went out: a reset now may come after the app acted
+    else if (phase === PHASE_HEAD) this.abort(connectError(err ?? new Error('connection closed before a response'), false));
     // closed mid-body without the parser seeing the end: truncated
-    this.abort(protocolFailure(err ?? new Error('connection closed mid-body')));
+    else this.abort(protocolFailure(err ?? new Error('connection closed mid-body')));
   }
 
   onHead(status: number, _reason: string, rawHeaders: string[]): void {
@@ -258,7 +228,7 @@ class UwsgiExchange implements HttpResponseHandler, Timed {
         }
       },
       destroy: (err, cb) => {
-        if (this.phase !== PHASE_DONE) this.finishExchange(true);
+        this.end(true);
         cb(err);
       },
     });
@@ -278,93 +248,43 @@ class UwsgiExchange implements HttpResponseHandler, Timed {
 
   onEnd(): void {
     const body = this.body;
-    this.finishExchange(false);
+    this.end(false);
     body?.push(null);
   }
 
-  checkTimeout(now: number): void {
-    const phase = this.phase;
-    if (phase === PHASE_CONNECTING) {
-      if (this.socket?.connecting && now - this.lastActivity > this.transport.cfg.timeouts.connect_ms) {
-        this.fail(connectError(new Error('connect timeout'), true));
-      }
+  override checkTimeout(now: number): void {
+    if (this.phase === PHASE_CONNECTING && this.socket?.connecting && now - this.lastActivity > this.transport.cfg.timeouts.connect_ms) {
+      this.abort(connectError(new Error('connect timeout'), true));
       return;
     }
-    if (phase === PHASE_QUEUED) {
-      if (now - this.lastActivity > this.req.readTimeoutMs) this.fail(timeoutError('waiting for a free connection'));
-      return;
-    }
-    if (phase === PHASE_BODY) {
-      // a paused socket or a moving client means the client is the slow side
-      const progress = this.req.progress?.() ?? 0;
-      if (this.paused || progress !== this.lastProgress) {
-        this.lastProgress = progress;
-        this.lastActivity = now;
-        return;
-      }
-    }
-    if ((phase === PHASE_WAITING || phase === PHASE_BODY) && now - this.lastActivity > this.req.readTimeoutMs) {
-      if (phase === PHASE_WAITING) this.fail(timeoutError('no response head'));
-      else this.abort(timeoutError('no body bytes'));
-    }
+    super.checkTimeout(now);
   }
 
-  /** Fails the exchange: rejects if the head was not delivered, else errors the body. */
-  abort(err: UpstreamError): void {
-    if (this.phase === PHASE_DONE) return;
-    if (!this.settled) {
-      this.fail(err);
-      return;
-    }
-    const body = this.body;
-    this.finishExchange(true);
-    body?.destroy(err);
+  protected override upstreamProgress(): number {
+    return this.socket?.bytesRead ?? 0;
   }
 
-  private fail(err: Error): void {
-    if (this.phase === PHASE_DONE) return;
-    const settled = this.settled;
-    this.settled = true;
-    this.finishExchange(true);
-    if (!settled) this.reject(err);
+  protected override waitingForClient(): boolean {
+    return this.paused;
   }
 
-  private finishExchange(destroySocket: boolean): void {
-    if (this.phase === PHASE_DONE) return;
-    const queued = this.phase === PHASE_QUEUED;
-    this.phase = PHASE_DONE;
-    this.req.cancel = null;
+  protected override sendBlocked(): boolean {
+    return this.socket?.writableNeedDrain === true;
+  }
+
+  protected override responseBody(): Readable | null {
+    return this.body;
+  }
+
+  protected override release(broken: boolean): void {
     const socket = this.socket;
     this.socket = null;
     if (socket !== null) {
       // one request per connection: uWSGI closes after the response anyway
-      if (destroySocket) socket.destroy();
+      if (broken) socket.destroy();
       else socket.end();
       socket.on('error', noop);
     }
-    this.transport.done(this, !queued && this.hadSlot);
+    this.transport.released(this, this.hadSlot);
   }
-}
-
-function noop(): void {}
-
-/** Reads a whole body into memory, failing with 413 past `max`. */
-function bufferBody(body: Readable, max: number): Promise<Buffer[]> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    body.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > max) {
-        body.destroy(new BodyTooLargeError(max));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    body.once('end', () => resolve(chunks));
-    body.once('error', reject);
-    body.once('close', () => {
-      if (!body.readableEnded) reject(new ClientAbortedError());
-    });
-  });
 }

@@ -1,0 +1,145 @@
+// GatewireTransport against an in-process GatewireSession server: the head and
+// a whole small body in one piece, a streamed body, a refused stream as a
+// retryable error, cancellation through the AbortSignal (the server sees the
+// RESET: the app's abort fires), and timeouts.send for an upstream that takes
+// no request body.
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import test, { type TestContext } from 'node:test';
+import { parseConfig } from '../proxy/config.ts';
+import type { UpstreamError } from '../proxy/errors.ts';
+import { Host } from '../proxy/hosts.ts';
+import { GatewireTransport } from '../proxy/transports/gatewire.ts';
+import type { TransportRequest } from '../proxy/transports/transport.ts';
+import type { GatewireStream } from '../protocol/session.ts';
+import { readAll, startSessionServer, type TestServer } from './helpers/protocol-session.ts';
+
+/** Resolves with the reset error (or null) once the server stream closed. */
+function closedWith(s: GatewireStream): Promise<unknown> {
+  return new Promise((resolve) => {
+    s.on('error', () => {});
+    s.once('close', () => resolve(s.resetError));
+  });
+}
+
+function transportFor(extra = ''): GatewireTransport {
+  const cfg = parseConfig(`routes: [{ upstream: a }]\nupstreams: { a: { servers: [{ address: "127.0.0.1:1" }]${extra} } }\n`).upstreams.a;
+  return new GatewireTransport(cfg);
+}
+
+function request(over: Partial<TransportRequest> = {}): TransportRequest {
+  return {
+    method: 'GET',
+    path: '/x',
+    upstreamHeaders: ['host', 'example.com'],
+    body: null,
+    bodyBuffer: null,
+    contentLength: -1,
+    remoteAddress: '127.0.0.1',
+    remotePort: 1,
+    scheme: 'http',
+    serverName: 'example.com',
+    serverPort: 80,
+    scriptName: '',
+    readTimeoutMs: 5000,
+    sendTimeoutMs: 5000,
+    bodyStarted: false,
+    signal: new AbortController().signal,
+    progress: () => 0,
+    ...over,
+  };
+}
+
+async function serve(t: TestContext, onStream: (s: GatewireStream) => void, opts = {}): Promise<{ server: TestServer; host: Host }> {
+  const server = await startSessionServer(onStream, opts);
+  t.after(() => server.close());
+  const { port } = server.connectOpts as { port: number };
+  return { server, host: new Host({ address: `127.0.0.1:${port}` }) };
+}
+
+test('a small response arrives whole; a large one streams', async (t) => {
+  const big = Buffer.alloc(1 << 20, 7);
+  const { host } = await serve(t, (s) => {
+    const size = s.vars[s.vars.indexOf('PATH_INFO') + 1] === '/big' ? big.length : 5;
+    s.respond(200, ['Content-Type', 'text/plain', 'Content-Length', String(size)]);
+    s.end(size === 5 ? 'hello' : big);
+  });
+  const transport = transportFor();
+  t.after(() => transport.close(true));
+  const small = await transport.request(host, request());
+  assert.equal(small.statusCode, 200);
+  // wait for the body to land: takeWholeBody answers only for a complete one
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(small.takeWholeBody?.(5)?.toString(), 'hello');
+  const large = await transport.request(host, request({ path: '/big' }));
+  const got = await readAll(large.body as GatewireStream);
+  assert.equal(got.length, big.length);
+});
+
+test('the request body goes up whole (buffer) or streamed, with SCRIPT_NAME', async (t) => {
+  const seen: Array<{ len: number; script: string | undefined }> = [];
+  const { host } = await serve(t, (s) => {
+    void readAll(s).then((b) => {
+      const i = s.vars.indexOf('SCRIPT_NAME');
+      seen.push({ len: b.length, script: i < 0 ? undefined : s.vars[i + 1] });
+      s.respond(204, []);
+      s.end();
+    });
+  });
+  const transport = transportFor();
+  t.after(() => transport.close(true));
+  await transport.request(host, request({ method: 'POST', bodyBuffer: Buffer.alloc(1000), scriptName: '/app' }));
+  const body = Readable.from([Buffer.alloc(300_000), Buffer.alloc(300_000)]);
+  await transport.request(host, request({ method: 'POST', body }));
+  assert.deepEqual(seen, [
+    { len: 1000, script: '/app' },
+    { len: 600_000, script: undefined },
+  ]);
+});
+
+test('a stream refused by GOAWAY fails as retryable (the app never saw it)', async (t) => {
+  const { host } = await serve(t, () => {}, { onSession: (session: { goaway(): void }) => session.goaway() });
+  const transport = transportFor();
+  t.after(() => transport.close(true));
+  await assert.rejects(transport.request(host, request()), (err: UpstreamError) => err.retryable === true && (err.code === 'GW_UPSTREAM_REFUSED_STREAM' || err.code === 'GW_UPSTREAM_CONNECT'));
+});
+
+test('aborting the signal resets the upstream stream', async (t) => {
+  let reset: Promise<unknown> | null = null;
+  const { host } = await serve(t, (s) => {
+    reset = closedWith(s);
+  });
+  const transport = transportFor();
+  t.after(() => transport.close(true));
+  const ac = new AbortController();
+  const pending = transport.request(host, request({ signal: ac.signal }));
+  await new Promise((r) => setTimeout(r, 50));
+  ac.abort();
+  await assert.rejects(pending, (err: UpstreamError) => err.code === 'GW_CLIENT_ABORTED');
+  assert.ok(reset, 'the server saw the stream');
+  assert.equal(((await reset) as Error | null)?.message, 'stream 1 reset by the peer: CANCEL');
+});
+
+test('timeouts.send: an upstream that takes none of the request body → 504 after the send timeout, stream reset', async (t) => {
+  let closed: Promise<unknown> | null = null;
+  const { host } = await serve(
+    t,
+    (s) => {
+      s.pause(); // never reads: the stream window (64 KiB here) fills and stays full
+      closed = closedWith(s);
+    },
+    { initialStreamWindow: 65536 },
+  );
+  const transport = transportFor(', timeouts: { send: 500ms, read: 30s }');
+  t.after(() => transport.close(true));
+  const body = Readable.from(
+    (function* () {
+      for (let i = 0; i < 64; i++) yield Buffer.alloc(64 * 1024);
+    })(),
+  );
+  const started = Date.now();
+  await assert.rejects(transport.request(host, request({ method: 'POST', body, sendTimeoutMs: 500, readTimeoutMs: 30_000 })), (err: UpstreamError) => err.code === 'GW_UPSTREAM_TIMEOUT');
+  const ms = Date.now() - started;
+  assert.ok(ms >= 400 && ms < 5000, `${ms} ms`);
+  assert.match(String(((await closed) as Error | null)?.message), /reset by the peer: CANCEL/);
+});
