@@ -121,7 +121,8 @@ test('docker compose on a real engine: build, up, prefix-aware Flask, scale 3 �
   const agent = new Agent({ connections: 4 });
   t.after(() => agent.close());
 
-  await t.test('docker-compose.yml: 3 → 5 → 2 → 3 appservers under load', async (t) => {
+  // Subtests do not inherit the parent's timeout (npm test gives every test 120 s): each is bounded here.
+  await t.test('docker-compose.yml: 3 → 5 → 2 → 3 appservers under load', { timeout: 600_000 }, async (t) => {
     const p = new ComposeProject(engine, `gwrt${process.pid}`, ['docker-compose.yml'], await freePort());
     t.after(() => p.compose(['down', '-v', '--timeout', '5']).catch(() => {}));
     const b0 = performance.now();
@@ -174,7 +175,7 @@ test('docker compose on a real engine: build, up, prefix-aware Flask, scale 3 �
     await stopAndRemove(t, p, engine);
   });
 
-  await t.test('Unix-socket variant: one appserver on a socket in a shared volume, rolling reload under load', async (t) => {
+  await t.test('Unix-socket variant: one appserver on a socket in a shared volume, rolling reload under load', { timeout: 300_000 }, async (t) => {
     const p = new ComposeProject(engine, `gwrtu${process.pid}`, ['docker-compose.yml', 'deploy/docker-compose.unix-socket.yml'], await freePort());
     t.after(() => p.compose(['down', '-v', '--timeout', '5']).catch(() => {}));
     // The images are built already (same tags); build again to prove the variant's build is a no-op from cache.
