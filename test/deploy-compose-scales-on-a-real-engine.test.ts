@@ -9,8 +9,10 @@
 // leaves nothing behind. Every count is printed. The engine is the test's own
 // and is removed at the end, pass or fail.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { type TestContext, test } from 'node:test';
 import { Agent, request } from 'undici';
+import { composeConfig } from './helpers/deploy-compose.ts';
 import { ComposeProject, countDeltas, describeLoad, type LoadCounts, startLoad } from './helpers/deploy-compose-engine.ts';
 import { buildBaseImages, type Engine, startEngine } from './helpers/deploy-engine.ts';
 import { freePort } from './helpers/net.ts';
@@ -113,6 +115,12 @@ async function stopAndRemove(t: TestContext, p: ComposeProject, engine: Engine, 
 }
 
 test('docker compose on a real engine: build, up, prefix-aware Flask, scale 3 → 5 → 2 → 3 under load with no failed request, down', { timeout: 900_000 }, async (t) => {
+  // The compose network has a fixed subnet: a route to it already on the host (another engine's
+  // network, a bridge left behind) would take the traffic meant for this test's containers.
+  const subnet = (await composeConfig()).model.networks?.backend?.ipam?.config?.[0]?.subnet;
+  assert.ok(subnet, 'docker-compose.yml names its subnet');
+  const routed = execFileSync('ip', ['route', 'show', subnet], { encoding: 'utf8' }).trim();
+  assert.equal(routed, '', `${subnet} is already routed on this host (${routed}): another Docker network uses the compose subnet`);
   const t0 = performance.now();
   const engine = await startEngine();
   t.after(() => engine.stop());

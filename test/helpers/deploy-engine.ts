@@ -81,9 +81,15 @@ export async function startEngine(): Promise<Engine> {
     if (stopped) return;
     stopped = true;
     process.off('exit', onExit);
+    // A user-defined network's bridge (br-<id>) outlives dockerd: left behind, its subnet's route
+    // would capture the next engine's traffic to the same compose subnet.
+    const bridges: string[] = [];
     if (child.exitCode === null) {
       const ids = (await docker(['ps', '-aq'], 30_000).catch(() => '')).split('\n').filter(Boolean);
       if (ids.length > 0) await docker(['rm', '-f', '-v', ...ids], 60_000).catch(() => {});
+      const networks = (await docker(['network', 'ls', '-q', '--filter', 'type=custom'], 30_000).catch(() => '')).split('\n').filter(Boolean);
+      for (const id of networks) bridges.push(`br-${id.slice(0, 12)}`);
+      if (networks.length > 0) await docker(['network', 'rm', ...networks], 60_000).catch(() => {});
       child.kill('SIGTERM');
       const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
       await exited(child);
@@ -99,6 +105,7 @@ export async function startEngine(): Promise<Engine> {
       .filter((m) => m?.startsWith(`${dir}/`))
       .reverse();
     for (const m of mounts) await run('umount', ['-l', m]).catch(() => {});
+    for (const b of bridges) if (existsSync(`/sys/class/net/${b}`)) await run('ip', ['link', 'delete', b]).catch(() => {});
     rmSync(dir, { recursive: true, force: true });
   };
   try {
