@@ -1,10 +1,12 @@
 // Loading APP_MODULE and deciding which interface it speaks: a Fetch handler
 // (default export with fetch(request, info), or a function of one Request) or
 // a Node listener (req, res) such as an Express app.
+import { Server as HttpServer } from 'node:http';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Vars } from '../protocol/vars.ts';
 import type { AppInterface } from './options.ts';
+import type { UpgradeWebSocketOptions, UpgradeWebSocketResult } from './websocket.ts';
 
 export interface RemoteAddr {
   hostname: string;
@@ -17,12 +19,15 @@ export interface ServeInfo {
   remoteAddr: RemoteAddr;
   /** The raw uwsgi/gatewire vars of the request, for those who need them. */
   vars: Vars;
+  /** Deno.upgradeWebSocket's shape: return `response` from the handler, talk on `socket`. Throws unless the request is a WebSocket upgrade. */
+  upgradeWebSocket: (request: Request, opts?: UpgradeWebSocketOptions) => UpgradeWebSocketResult;
 }
 
 export type FetchHandler = (request: Request, info: ServeInfo) => Response | Promise<Response>;
 export type NodeListener = (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => unknown;
 
-export type LoadedApp = { kind: 'fetch'; fetch: FetchHandler; name: string } | { kind: 'node'; listener: NodeListener; name: string };
+/** `server`: the app exported an http.Server it did not listen() on; its 'request' and 'upgrade' events are delivered. */
+export type LoadedApp = { kind: 'fetch'; fetch: FetchHandler; name: string } | { kind: 'node'; listener: NodeListener; name: string; server?: HttpServer };
 
 export class AppLoadError extends Error {}
 
@@ -46,6 +51,13 @@ export function resolveApp(mod: Record<string, unknown>, name: string, forced: A
   const exported = Object.keys(mod);
   if (candidate === undefined || candidate === null) {
     throw new AppLoadError(`${name}: no default export (found exports: [${exported.join(', ') || 'none'}]); export a Fetch handler ({ fetch(request) } or (request) => Response) or a Node listener ((req, res) => void, e.g. an Express app)`);
+  }
+  if (candidate instanceof HttpServer && forced !== 'fetch') {
+    // ws (WebSocketServer({ server })) and socket.io (new Server(server)) attach to the server's
+    // events, and socket.io replaces its 'request' listeners: emit, never call a listener directly.
+    const server = candidate;
+    if (server.listening) throw new AppLoadError(`${name}: the exported http.Server is already listening; export it without calling listen() (gatewire serve delivers its requests)`);
+    return { kind: 'node', listener: (req, res) => server.emit('request', req, res), server, name };
   }
   const hasFetch = typeof candidate === 'object' || typeof candidate === 'function' ? typeof (candidate as { fetch?: unknown }).fetch === 'function' : false;
   if (forced === 'fetch') {

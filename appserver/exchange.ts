@@ -9,6 +9,8 @@ import type { Vars } from '../protocol/vars.ts';
 export interface AppExchange extends Duplex {
   readonly vars: Vars;
   readonly headersSent: boolean;
+  /** Native streams only: the request asked for an upgrade (PROTOCOL.md 4.3); a 101 makes it a tunnel. */
+  readonly upgrade?: boolean;
   /** headers: flat [name, value, ...], lower-case names, repeats (set-cookie) as repeated pairs. */
   respond(status: number, headers: Vars, opts?: { endStream?: boolean }): void;
   /** Optional: head, a whole body and the end in one write (what respond() + end(body) do, cheaper). */

@@ -9,6 +9,7 @@ import { type AppExchange, bodyless } from './exchange.ts';
 import { LightRequest } from './fetch-request.ts';
 import type { ResponseParts } from './fetch-response.ts';
 import type { RequestScope } from './scope.ts';
+import { acceptWebSocket, refuseUpgradeWebSocket, upgradeWebSocketFor } from './websocket.ts';
 
 const BODY_HIGH_WATER_MARK = 64 * 1024;
 const NOT_YET = Symbol('not yet');
@@ -242,7 +243,11 @@ export function runFetch(scope: RequestScope, handler: FetchHandler): void {
     return;
   }
   const { head } = scope;
-  const info: ServeInfo = { remoteAddr: { hostname: head.remoteAddr, port: head.remotePort, transport: 'tcp' }, vars: scope.ex.vars };
+  const info: ServeInfo = {
+    remoteAddr: { hostname: head.remoteAddr, port: head.remotePort, transport: 'tcp' },
+    vars: scope.ex.vars,
+    upgradeWebSocket: scope.ex.upgrade === true ? upgradeWebSocketFor(scope) : refuseUpgradeWebSocket,
+  };
   let result: Response | Promise<Response>;
   try {
     result = handler(request, info);
@@ -266,5 +271,6 @@ function deliver(scope: RequestScope, res: unknown): void {
     scope.appFailed(new TypeError(`the fetch handler returned ${res === null ? 'null' : typeof res}, not a Response`));
     return;
   }
+  if (scope.ex.upgrade === true && acceptWebSocket(scope, res)) return;
   sendResponse(scope, res);
 }

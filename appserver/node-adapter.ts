@@ -10,6 +10,8 @@
 // and de-chunked body bytes for the exchange. The extra cost is one head
 // format + parse per request (a few µs), the same for both protocols.
 import { IncomingMessage, ServerResponse } from 'node:http';
+// Hop-by-hop headers of the in-memory HTTP/1.1 leg never go out: the exchange frames the body itself.
+import { HOP_BY_HOP } from '../protocol/hop-by-hop.ts';
 import { Duplex } from 'node:stream';
 import { ErrorCode } from '../protocol/constants.ts';
 import { HttpResponseParser } from '../protocol/http-response.ts';
@@ -19,8 +21,6 @@ import type { NodeListener } from './app.ts';
 import type { AppExchange } from './exchange.ts';
 import type { RequestScope } from './scope.ts';
 
-// Hop-by-hop headers of the in-memory HTTP/1.1 leg: the exchange frames the body itself.
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'proxy-connection', 'upgrade']);
 const MAX_HEAD = 64 * 1024;
 
 /** The net.Socket stand-in a ServerResponse writes its HTTP/1.1 bytes to. */

@@ -2,6 +2,7 @@
 // variables (for containers), then defaults. Parsed with node:util's
 // parseArgs (no hand-written argv parser).
 import { parseArgs } from 'node:util';
+import { parseSize as parseSizeValue } from '../protocol/units.ts';
 import { DEFAULT_MAX_CONCURRENT_STREAMS } from '../protocol/constants.ts';
 
 export type AppInterface = 'fetch' | 'node' | 'auto';
@@ -65,13 +66,10 @@ signals (master): SIGHUP rolling reload of every worker, SIGTERM graceful stop (
 
 export class UsageError extends Error {}
 
-const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, m: 1024 ** 2, mb: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3 };
-
 export function parseSize(value: string, what: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
-  const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
-  if (!m || unit === undefined) throw new UsageError(`${what}: '${value}' is not a size (e.g. 1048576, 512k, 10m, 1g)`);
-  return Math.floor(Number(m[1]) * unit);
+  const bytes = parseSizeValue(value);
+  if (Number.isNaN(bytes)) throw new UsageError(`${what}: '${value}' is not a size (e.g. 1048576, 512k, 10m, 1g)`);
+  return bytes;
 }
 
 function parseNumber(value: string, what: string, min: number): number {

@@ -2,6 +2,7 @@
 // classic by the first bytes, runs each request through the app adapter, and
 // knows how to stop gracefully. Workers and the in-process mode both use it.
 import net, { type Socket } from 'node:net';
+import { compileNetworks, validCidr } from '../protocol/trusted-networks.ts';
 import { ErrorCode } from '../protocol/constants.ts';
 import type { ProtocolError } from '../protocol/errors.ts';
 import { detectProtocol, GatewireSession, type GatewireStream } from '../protocol/session.ts';
@@ -12,8 +13,11 @@ import type { Logger } from './log.ts';
 import { runNode } from './node-adapter.ts';
 import type { ServeOptions } from './options.ts';
 import { RequestScope, type ScopeLimits } from './scope.ts';
+import { closeOpenTunnels, runNodeUpgrade } from './upgrade.ts';
 import { serveUwsgiConnection, type UwsgiContext } from './uwsgi-connection.ts';
 
+/** After the graceful timeout, how long WebSockets closed with 1001 get for the client's close before the rest is destroyed. */
+const TUNNEL_CLOSE_FLUSH_MS = 1000;
 /** How long a new connection may stay silent before its protocol is known. */
 const FIRST_BYTES_TIMEOUT_MS = 10_000;
 
@@ -68,7 +72,7 @@ export class AppServer {
   readonly counters: ServerCounters = { requests: 0, inflight: 0, connections: 0, sessions: 0, protocolErrors: 0 };
   private readonly opts: ServeOptions;
   private readonly limits: ScopeLimits;
-  private readonly allow: net.BlockList | null;
+  private readonly allow: ((ip: string) => boolean) | null;
   private readonly sockets = new Set<Socket>();
   private readonly sessions = new Set<GatewireSession>();
   private readonly uwsgiCtx: UwsgiContext;
@@ -83,7 +87,7 @@ export class AppServer {
     this.opts = opts;
     this.log = log;
     this.limits = { timeoutMs: opts.timeout * 1000, maxBody: opts.maxBody, log };
-    this.allow = opts.allowFrom.length > 0 ? buildBlockList(opts.allowFrom) : null;
+    this.allow = opts.allowFrom.length > 0 ? allowList(opts.allowFrom) : null;
     this.uwsgiCtx = {
       maxBody: opts.maxBody,
       headerTimeoutMs: FIRST_BYTES_TIMEOUT_MS,
@@ -107,8 +111,7 @@ export class AppServer {
     }
     if (this.allow && socket.remoteAddress !== undefined) {
       const addr = socket.remoteAddress;
-      const family = net.isIPv6(addr) ? 'ipv6' : 'ipv4';
-      if (!this.allow.check(addr, family)) {
+      if (!this.allow(addr)) {
         this.log.warn({ remoteAddress: addr, remotePort: socket.remotePort }, 'connection refused by --allow-from');
         socket.destroy();
         return;
@@ -177,6 +180,7 @@ export class AppServer {
       return;
     }
     if (this.app.kind === 'fetch') runFetch(scope, this.app.fetch);
+    else if (ex.upgrade === true && this.app.server !== undefined && this.app.server.listenerCount('upgrade') > 0) runNodeUpgrade(scope, this.app.server);
     else runNode(scope, this.app.listener);
   }
 
@@ -206,6 +210,8 @@ export class AppServer {
       clearTimeout(timer);
       if (late) {
         this.log.warn({ inflight: this.counters.inflight, connections: this.sockets.size }, 'graceful timeout: closing the remaining connections');
+        // WebSockets still open get a close frame with 1001 (Going Away) before their connection goes.
+        await closeOpenTunnels(TUNNEL_CLOSE_FLUSH_MS);
         for (const s of this.sessions) s.destroy();
         for (const s of this.sockets) s.destroy();
       }
@@ -214,17 +220,8 @@ export class AppServer {
   }
 }
 
-function buildBlockList(cidrs: string[]): net.BlockList {
-  const list = new net.BlockList();
-  for (const c of cidrs) {
-    const [addr, bits] = c.split('/');
-    const type = net.isIPv6(addr) ? 'ipv6' : 'ipv4';
-    if (!net.isIP(addr)) throw new Error(`--allow-from: '${c}' is not an IP address or CIDR`);
-    const prefix = bits === undefined ? (type === 'ipv6' ? 128 : 32) : Number(bits);
-    if (!Number.isInteger(prefix) || prefix < 0 || prefix > (type === 'ipv6' ? 128 : 32)) throw new Error(`--allow-from: '${c}' has an invalid prefix length`);
-    list.addSubnet(addr, prefix, type);
-    // IPv4 peers of a dual-stack listener show up as ::ffff:a.b.c.d
-    if (type === 'ipv4') list.addSubnet(`::ffff:${addr}`, 96 + prefix, 'ipv6');
-  }
-  return list;
+/** --allow-from, read as the proxy reads trust_proxy (protocol/trusted-networks.ts). */
+function allowList(cidrs: string[]): (ip: string) => boolean {
+  for (const c of cidrs) if (!validCidr(c)) throw new Error(`--allow-from: '${c}' is not an IP address or CIDR`);
+  return compileNetworks(cidrs);
 }

@@ -1,4 +1,5 @@
-// `npm run bench [-- --quick] [--only hello,64k,post,sse,idle,bulk] [--configs 2,3] [--rounds N] [--cpu-prof DIR]`
+// `npm run bench [-- --quick] [--only hello,64k,post,sse,idle,bulk,elist,eitem,epost,ws,ws-idle,static] [--configs 2,3,x] [--rounds N] [--cpu-prof DIR]`
+// (ws, ws-idle: the WebSocket scenarios of bench/websocket.ts, with their own configurations W1–W3; static: bench/static.ts, gatewire vs nginx serving files)
 //
 // Starts every configuration of the bench issue on loopback, loads it from a
 // separate process (wrk, or the small clients in bench/lib), measures CPU and
@@ -19,8 +20,10 @@ import { ForeignLoad, TierMonitor, type TierUsage, tierRssKb, waitForCalm } from
 import { median, ratio, sum } from './lib/stats.ts';
 import { type Column, markdownTable, type TableRow } from './lib/table.ts';
 import { runWrk, writePostScript } from './lib/wrk.ts';
+import { runStaticBench } from './static.ts';
+import { runWebSocketBench } from './websocket.ts';
 
-type ScenarioId = 'hello' | '64k' | 'post' | 'sse' | 'idle' | 'bulk';
+type ScenarioId = 'hello' | '64k' | 'post' | 'sse' | 'idle' | 'bulk' | 'elist' | 'eitem' | 'epost';
 
 interface Scenario {
   id: ScenarioId;
@@ -51,6 +54,9 @@ const SCENARIOS: Scenario[] = [
   { id: 'hello', group: 'rps', title: 'hello — GET, 13-byte body', primary: 'rps', columns: RPS_COLUMNS },
   { id: '64k', group: 'rps', title: '64 KiB response — GET', primary: 'rps', columns: RPS_COLUMNS },
   { id: 'post', group: 'rps', title: '1 MiB POST echo (the app answers the length)', primary: 'rps', columns: RPS_COLUMNS },
+  { id: 'elist', group: 'express', title: 'Express JSON API — GET /api/items (a list of 20)', primary: 'rps', columns: RPS_COLUMNS },
+  { id: 'eitem', group: 'express', title: 'Express JSON API — GET /api/items/7 (one item)', primary: 'rps', columns: RPS_COLUMNS },
+  { id: 'epost', group: 'express', title: 'Express JSON API — POST /api/items (small JSON body through express.json())', primary: 'rps', columns: RPS_COLUMNS },
   {
     id: 'sse',
     group: 'sse',
@@ -179,7 +185,7 @@ class Tiers {
 async function check(r: Running, method: string, urlPath: string, body: Buffer | undefined, expect: (b: Buffer) => boolean): Promise<string | undefined> {
   try {
     const res = await fetchOnce(r, method, urlPath, body);
-    if (res.status !== 200) return `${method} ${urlPath}: status ${res.status}`;
+    if (res.status < 200 || res.status > 299) return `${method} ${urlPath}: status ${res.status}`;
     if (!expect(res.body)) return `${method} ${urlPath}: unexpected body (${res.body.length} bytes: ${res.body.subarray(0, 40).toString()})`;
     return undefined;
   } catch (err) {
@@ -187,18 +193,43 @@ async function check(r: Running, method: string, urlPath: string, body: Buffer |
   }
 }
 
+/** The Express scenario's POST body: a small JSON object, as a form or an API client sends it. */
+const EXPRESS_ITEM = JSON.stringify({ name: 'A new item', price: 12.5, tags: ['bench', 'new'], inStock: true });
+
+function scenarioRequest(s: Scenario, set: Settings, dir: string): { route: string; method: string; body?: Buffer; script?: string; expect: (b: Buffer) => boolean } {
+  switch (s.id) {
+    case 'hello':
+      return { route: '/hello', method: 'GET', expect: (b) => b.toString() === 'Hello, World!' };
+    case '64k':
+      return { route: '/64k', method: 'GET', expect: (b) => b.length === 65536 };
+    case 'elist':
+      return { route: '/api/items', method: 'GET', expect: (b) => JSON.parse(b.toString()).length === 20 };
+    case 'eitem':
+      return { route: '/api/items/7', method: 'GET', expect: (b) => JSON.parse(b.toString()).id === 7 };
+    case 'epost':
+      return {
+        route: '/api/items',
+        method: 'POST',
+        body: Buffer.from(EXPRESS_ITEM),
+        script: writePostScript(dir, 0, { body: EXPRESS_ITEM, contentType: 'application/json' }),
+        expect: (b) => JSON.parse(b.toString()).name === 'A new item',
+      };
+    default:
+      return {
+        route: '/echo',
+        method: 'POST',
+        body: Buffer.alloc(set.postBytes, 0x78),
+        script: writePostScript(dir, set.postBytes),
+        expect: (b) => b.toString() === String(set.postBytes),
+      };
+  }
+}
+
 async function wrkScenario(s: Scenario, r: Running, set: Settings, dir: string, warm: boolean): Promise<Sample> {
-  const route = s.id === 'hello' ? '/hello' : s.id === '64k' ? '/64k' : '/echo';
+  const { route, method, body, script, expect } = scenarioRequest(s, set, dir);
   const post = s.id === 'post';
-  const script = post ? writePostScript(dir, set.postBytes) : undefined;
   const errorSamples: string[] = [];
-  const bad = await check(
-    r,
-    post ? 'POST' : 'GET',
-    route,
-    post ? Buffer.alloc(set.postBytes, 0x78) : undefined,
-    s.id === 'hello' ? (b) => b.toString() === 'Hello, World!' : s.id === '64k' ? (b) => b.length === 65536 : (b) => b.toString() === String(set.postBytes),
-  );
+  const bad = await check(r, method, route, body, expect);
   if (bad) errorSamples.push(`check: ${bad}`);
   const url = `http://${r.host}:${r.port}${route}`;
   const timeoutS = post ? 10 : 5;
@@ -318,6 +349,7 @@ async function bulkScenario(r: Running, set: Settings): Promise<Sample> {
 function runScenario(s: Scenario, r: Running, set: Settings, dir: string, first: boolean): Promise<Sample> {
   switch (s.group) {
     case 'rps':
+    case 'express':
       // --quick warms each configuration once (its first scenario) to stay under 2 minutes.
       return wrkScenario(s, r, set, dir, first || !set.quick);
     case 'sse':
@@ -392,7 +424,7 @@ async function main(): Promise<void> {
   });
   if (args.help) {
     process.stdout.write(
-      'usage: npm run bench -- [--quick] [--only hello,64k,post,sse,idle,bulk] [--configs 0,1,2,3,4,5,6,7] [--rounds N] [--duration S] [--cpu-prof DIR] [--json FILE]\n',
+      'usage: npm run bench -- [--quick] [--only hello,64k,post,elist,eitem,epost,sse,idle,bulk,ws,ws-idle,static] [--configs 0,1,2,3,4,5,6,7,x2,x3] [--rounds N] [--duration S] [--cpu-prof DIR] [--json FILE]\n',
     );
     return;
   }
@@ -415,7 +447,11 @@ async function main(): Promise<void> {
   const only = args.only ? new Set(args.only.split(',').map((s) => s.trim())) : undefined;
   const scenarios = SCENARIOS.filter((s) => !only || only.has(s.id));
   const configs = selectConfigurations(args.configs);
-  if (scenarios.length === 0 || configs.length === 0) throw new Error('nothing selected: check --only / --configs');
+  const wsEcho = !only || only.has('ws');
+  const wsIdle = !only || only.has('ws-idle');
+  // static files (issue 14) compare gatewire with nginx on their own, outside the configurations
+  const wantStatic = !only || only.has('static');
+  if ((scenarios.length === 0 && !wsEcho && !wsIdle && !wantStatic) || configs.length === 0) throw new Error('nothing selected: check --only / --configs');
   if (set.cpuProfDir) mkdirSync(set.cpuProfDir, { recursive: true });
 
   const started = Date.now();
@@ -425,19 +461,31 @@ async function main(): Promise<void> {
   const failures = new Map<string, string[]>();
   for (const s of scenarios) samples.set(s.id, new Map(configs.map((c) => [c.id, []])));
 
-  const groups = (['rps', 'sse', 'idle', 'bulk'] as const).filter((g) => scenarios.some((s) => s.group === g));
+  const groups = (['rps', 'express', 'sse', 'idle', 'bulk'] as const).filter((g) => scenarios.some((s) => s.group === g));
   for (const group of groups) {
     const groupScenarios = scenarios.filter((s) => s.group === group);
+    // the Express API runs on its own configurations, the bench app on the others
+    const groupConfigs = configs.filter((c) => (c.kind === 'express') === (group === 'express'));
     // Memory-bound scenarios are measured once; throughput ones over `rounds` interleaved rounds.
     const rounds = group === 'idle' || group === 'bulk' ? 1 : set.rounds;
     for (let round = 1; round <= rounds; round++) {
-      for (const c of configs) {
+      for (const c of groupConfigs) {
         await runConfiguration(c, group, groupScenarios, set, round, rounds, samples, failures);
       }
     }
   }
 
-  const report = buildReport(scenarios, configs, samples, failures, set, started);
+  const report = scenarios.length > 0 ? buildReport(scenarios, configs, samples, failures, set, started) : { markdown: '', json: {} as Record<string, unknown> };
+  if (wsEcho || wsIdle) {
+    const ws = await runWebSocketBench({ quick, rounds: set.rounds, seconds: Math.max(2, set.durationS), echo: wsEcho, idle: wsIdle, log });
+    report.markdown += ws.markdown;
+    Object.assign(report.json as Record<string, unknown>, ws.json);
+  }
+  if (wantStatic) {
+    const st = await runStaticBench({ rounds: set.rounds, durationS: set.durationS, connections: set.connections, calmMs: set.calmMs }, log);
+    report.markdown += `\n${st.markdown}`;
+    (report.json as Record<string, unknown>).static = { ...st.json, bar: st.bar };
+  }
   process.stdout.write(report.markdown);
   const jsonFile = args.json ? path.resolve(args.json) : path.join(ROOT, 'bench/results/latest.json');
   mkdirSync(path.dirname(jsonFile), { recursive: true });
@@ -506,24 +554,38 @@ function rssSplit(list: Sample[], tier: string): string | undefined {
   return `${total.toFixed(0)} = ${parts.map((p) => `${p.mib.toFixed(0)}${p.comm === main ? '' : ` ${p.comm}`}`).join(' + ')}`;
 }
 
-/** The issue's targets, checked on the medians of this run: one line each, "met" or "NOT met" with the figures. */
+/** The proxy issue's targets, checked on the medians of this run: one line each, "met" or "NOT met" with the figures. */
 function barCheck(scenarios: Record<string, { rows: Array<{ id: string; median: Record<string, number> }> }>): string[] {
   const lines: string[] = [];
   const get = (sc: string, id: string, k: string) => scenarios[sc]?.rows.find((r) => r.id === id)?.median[k];
   const verdict = (ok: boolean) => (ok ? 'met' : '**NOT met**');
-  for (const sc of ['hello', '64k', 'post']) {
+  const pairs: Array<[string, string, string, number]> = [
+    ['hello', '2', '3', 1.3],
+    ['64k', '2', '3', 1.3],
+    ['post', '2', '3', 1.3],
+    ['elist', 'x2', 'x3', 1.1],
+    ['eitem', 'x2', 'x3', 1.1],
+    ['epost', 'x2', 'x3', 1.1],
+  ];
+  for (const [sc, ours, peer, rpsTarget] of pairs) {
     if (!scenarios[sc]) continue;
-    const g = get(sc, '2', 'rps');
-    const r = (id: string) => ratio(g, get(sc, id, 'rps'));
-    if (Number.isFinite(r('3'))) {
-      const p99g = get(sc, '2', 'p99Ms');
-      const p99p = get(sc, '3', 'p99Ms');
-      lines.push(`${sc}: (2) ÷ (3) = ${r('3').toFixed(3)}× (target ≥ 2×: ${verdict(r('3') >= 2)}); p99 ${p99g?.toFixed(1)} vs ${p99p?.toFixed(1)} ms (target below: ${verdict((p99g ?? Infinity) < (p99p ?? 0))})`);
+    const rps = ratio(get(sc, ours, 'rps'), get(sc, peer, 'rps'));
+    if (!Number.isFinite(rps)) continue;
+    const cpu = ratio(get(sc, ours, 'proxyCpuUs'), get(sc, peer, 'proxyCpuUs'));
+    const rss = ratio(get(sc, ours, 'proxyRssMiB'), get(sc, peer, 'proxyRssMiB'));
+    const p99o = get(sc, ours, 'p99Ms') ?? Number.NaN;
+    const p99p = get(sc, peer, 'p99Ms') ?? Number.NaN;
+    const parts = [
+      `req/s (${ours}) ÷ (${peer}) = ${rps.toFixed(2)}× (target ≥ ${rpsTarget}×: ${verdict(rps >= rpsTarget)})`,
+      `proxy CPU/req ${cpu.toFixed(2)}× (target ≤ 0.7×: ${verdict(cpu <= 0.7)})`,
+      `proxy peak RSS ${rss.toFixed(2)}× (target ≤ 1.0×: ${verdict(rss <= 1)})`,
+    ];
+    if (ours === '2') parts.push(`p99 ${p99o.toFixed(2)} vs ${p99p.toFixed(2)} ms (target at or below: ${verdict(p99o <= p99p)})`);
+    lines.push(`${sc}: ${parts.join('; ')}`);
+    if (ours === '2') {
+      const log = ratio(get(sc, '2', 'proxyCpuUs'), get(sc, '2q', 'proxyCpuUs'));
+      if (Number.isFinite(log)) lines.push(`${sc}: access log on ÷ off, proxy CPU/req = ${log.toFixed(3)}× (target ≤ 1.10×: ${verdict(log <= 1.1)})`);
     }
-    if (sc === 'hello' && Number.isFinite(r('0'))) lines.push(`hello: (2) ÷ (0) = ${r('0').toFixed(3)}× (target ≥ 0.75×: ${verdict(r('0') >= 0.75)})`);
-    if (Number.isFinite(r('6'))) lines.push(`${sc}: (2) ÷ (6) = ${r('6').toFixed(3)}× (target ≥ 0.6×: ${verdict(r('6') >= 0.6)})`);
-    const five = ratio(get(sc, '5', 'rps'), get(sc, '6', 'rps'));
-    if (Number.isFinite(five)) lines.push(`${sc}: (5) ÷ (6) = ${five.toFixed(3)}× (target ≥ 1×: ${verdict(five >= 1)})`);
   }
   return lines;
 }
@@ -585,12 +647,14 @@ function buildReport(
       for (const k of keys) med[k] = median(list.map((x) => x.values[k] ?? Number.NaN));
       medians.set(c.id, med);
     }
-    const ref3 = medians.get('3')?.[s.primary];
+    const peer = s.group === 'express' ? 'x3' : '3';
+    const ref3 = medians.get(peer)?.[s.primary];
     const ref6 = medians.get('6')?.[s.primary];
     const rows: TableRow[] = [];
     const jsonRows: object[] = [];
     const notes: string[] = [];
     for (const c of configs) {
+      if ((c.kind === 'express') !== (s.group === 'express')) continue;
       const list = perConfig.get(c.id)!;
       const med = medians.get(c.id)!;
       const errors = sum(list.map((x) => x.errors));
@@ -607,7 +671,7 @@ function buildReport(
       for (const e of new Set(list.flatMap((x) => x.errorSamples))) notes.push(`(${c.id}) ${e}`);
       rows.push({ id: c.id, label: c.label, values });
       const allRatios: Record<string, { to3: number; to6: number }> = {};
-      for (const k of Object.keys(med)) allRatios[k] = { to3: ratio(med[k], medians.get('3')?.[k]), to6: ratio(med[k], medians.get('6')?.[k]) };
+      for (const k of Object.keys(med)) allRatios[k] = { to3: ratio(med[k], medians.get(peer)?.[k]), to6: ratio(med[k], medians.get('6')?.[k]) };
       jsonRows.push({ id: c.id, label: c.label, median: med, errors, ratio3: values.ratio3, ratio6: values.ratio6, ratios: allRatios, rounds: list, startFailures: failed ?? [] });
     }
     out.push(`## ${s.title}`, '', markdownTable(s.columns, rows), '');

@@ -45,6 +45,8 @@ export const Flag = {
   END_STREAM: 0x01,
   /** On PING: this is the answer. */
   ACK: 0x02,
+  /** On REQUEST: the client asks to switch protocols (HTTP Upgrade, WebSocket); a 101 RESPONSE turns the stream into a tunnel. */
+  UPGRADE: 0x04,
 } as const;
 
 /** The SETTINGS payload starts with these four bytes; a server uses them to tell native from uwsgi classic. */

@@ -77,13 +77,13 @@ export function encodeSettings(s: Partial<Settings> & Omit<Settings, 'version'>)
 }
 
 /** A REQUEST frame: the vars block is the payload. Fails with VARS_TOO_LARGE past 65,535 bytes. */
-export function encodeRequestFrame(streamId: number, vars: Vars, endStream: boolean): Buffer | ProtocolError {
+export function encodeRequestFrame(streamId: number, vars: Vars, endStream: boolean, upgrade = false): Buffer | ProtocolError {
   const size = varsSize(vars);
   if (size < 0 || size > MAX_VARS_SIZE) {
     return protocolError('VARS_TOO_LARGE', `request vars of ${size < 0 ? 'over 65535' : size} bytes exceed ${MAX_VARS_SIZE}`, streamId);
   }
   const buf = Buffer.allocUnsafe(FRAME_HEADER_SIZE + size);
-  writeFrameHeader(buf, 0, FrameType.REQUEST, size, endStream ? Flag.END_STREAM : 0, streamId);
+  writeFrameHeader(buf, 0, FrameType.REQUEST, size, (endStream ? Flag.END_STREAM : 0) | (upgrade ? Flag.UPGRADE : 0), streamId);
   writeVars(buf, FRAME_HEADER_SIZE, vars);
   return buf;
 }

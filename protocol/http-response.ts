@@ -48,12 +48,18 @@ export interface HttpResponseParserOptions {
   maxHeaderSize?: number;
   /** The request was HEAD: the response has no body whatever its headers say. */
   isHead?: boolean;
+  /**
+   * The request asked for an Upgrade: a 101 response is followed by the new
+   * protocol's bytes, handed to onBody as they come (framing 'upgrade', ended
+   * by finish() at the connection's close). Without it a 101 has no body.
+   */
+  upgrade?: boolean;
 }
 
 export const DEFAULT_MAX_HEADER_SIZE = 16 * 1024;
 
 /** How the body of the current response is delimited. */
-export type BodyFraming = 'none' | 'length' | 'chunked' | 'close';
+export type BodyFraming = 'none' | 'length' | 'chunked' | 'close' | 'upgrade';
 
 const S = {
   Head: 0,
@@ -155,6 +161,7 @@ export class HttpResponseParser {
   private readonly handler: HttpResponseHandler;
   private readonly maxHeaderSize: number;
   private readonly isHead: boolean;
+  private readonly upgrade: boolean;
   private state: StateValue = S.Head;
   private headBuf: Buffer | null = null;
   private headFill = 0;
@@ -173,6 +180,7 @@ export class HttpResponseParser {
     this.handler = handler;
     this.maxHeaderSize = opts.maxHeaderSize ?? DEFAULT_MAX_HEADER_SIZE;
     this.isHead = opts.isHead === true;
+    this.upgrade = opts.upgrade === true;
   }
 
   get failed(): HttpResponseError | null {
@@ -454,7 +462,8 @@ export class HttpResponseParser {
     this.statusCode = status;
     this.headBuf = null;
     let framing: BodyFraming;
-    if (this.isHead || status === 204 || status === 304 || status < 200) framing = 'none';
+    if (status === 101 && this.upgrade) framing = 'upgrade';
+    else if (this.isHead || status === 204 || status === 304 || status < 200) framing = 'none';
     else if (transferEncoding) framing = chunked ? 'chunked' : 'close';
     else if (contentLength >= 0) framing = contentLength === 0 ? 'none' : 'length';
     else framing = 'close';
@@ -464,7 +473,7 @@ export class HttpResponseParser {
       this.state = S.BodyLength;
     } else if (framing === 'chunked') {
       this.startChunk();
-    } else if (framing === 'close') {
+    } else if (framing === 'close' || framing === 'upgrade') {
       this.state = S.BodyClose;
     } else {
       this.state = S.Done;

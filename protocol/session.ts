@@ -1,6 +1,6 @@
 // The gatewire native session: multiplexed streams over one socket, with
 // per-stream and per-connection flow control, PING and GOAWAY, implementing
-// the contract in briefs/session-api.md (PROTOCOL.md documents the wire rules).
+// the session contract below (PROTOCOL.md documents the wire rules).
 //
 // Hand-written because it is the protocol itself: HTTP/2 libraries cannot speak
 // our frames. The shape follows Node's http2 core (a session EventEmitter that
@@ -8,7 +8,7 @@
 // credit is returned as bytes arrive, stream credit only once the application
 // has consumed them, so a slow reader stalls its own stream and nothing else.
 //
-// Extensions to the brief (additive, no deviation in names or semantics):
+// Beyond the plain contract (additive, no deviation in names or semantics):
 // - client streams expose `status` and `headers` once 'response' was emitted;
 // - every stream keeps `resetError` (the StreamResetError that ended it, if any);
 // - a StreamResetError is not emitted as 'error' on a stream that has no 'error'
@@ -25,10 +25,15 @@
 //   arriving sends RESET(CANCEL) (the client then stops sending: its pending
 //   writes complete without error) and an unconsumed request body is dumped so
 //   the stream still reaches 'close' — Node's http does the same with req._dump().
+// - upgrade streams (PROTOCOL.md 4.3): request(vars, { upgrade: true }) sends
+//   REQUEST with the UPGRADE flag; a 101 RESPONSE makes the stream a tunnel
+//   (`stream.tunnel`), whose two directions end independently (no RESET(CANCEL)
+//   when the server's side ends first) and whose DATA is no request body
+//   (maxRequestBody does not apply). Flow control is the same as for any stream.
 //
 // Rules worth knowing when coding against it:
 // - DATA after END_STREAM on a still-active stream is a STREAM error (RESET
-//   STREAM_CLOSED), as session-api.md says — not a connection error; frames for
+//   STREAM_CLOSED) — not a connection error; frames for
 //   streams already closed are ignored (their bytes still count against, and
 //   return, connection credit).
 // - `for await (const c of stream)` destroys the whole Duplex when the body ends
@@ -48,7 +53,6 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import {
-  DEFAULT_INITIAL_CONNECTION_WINDOW,
   DEFAULT_INITIAL_STREAM_WINDOW,
   DEFAULT_MAX_CONCURRENT_STREAMS,
   ErrorCode,
@@ -87,9 +91,9 @@ export interface SessionOptions {
   role: 'client' | 'server';
   /** Streams we accept (server) — default DEFAULT_MAX_CONCURRENT_STREAMS. */
   maxConcurrentStreams?: number;
-  /** Our receive window per stream — default DEFAULT_INITIAL_STREAM_WINDOW. */
+  /** Our receive window per stream — default DEFAULT_INITIAL_STREAM_WINDOW for a client, 1 MiB for a server (request bodies). */
   initialStreamWindow?: number;
-  /** Our receive window for the whole connection — default DEFAULT_INITIAL_CONNECTION_WINDOW. */
+  /** Our receive window for the whole connection — default 16 MiB (announced in SETTINGS). */
   initialConnectionWindow?: number;
   /** 0/undefined = no automatic pings. */
   pingIntervalMs?: number;
@@ -98,6 +102,10 @@ export interface SessionOptions {
   /** Server: a stream whose received DATA exceeds this gets RESET(BODY_TOO_LARGE). */
   maxRequestBody?: number;
 }
+
+/** Receive windows announced when the caller sets none (see the constructor). */
+const LOCAL_SERVER_STREAM_WINDOW = 1024 * 1024;
+const LOCAL_CONNECTION_WINDOW = 16 * 1024 * 1024;
 
 /** How long a closing socket may take to flush before it is destroyed. */
 const CLOSE_GRACE_MS = 2000;
@@ -230,8 +238,12 @@ export class GatewireSession extends EventEmitter implements FrameSink {
     this.role = opts.role;
     this.socket = socket;
     this.localMaxStreams = opts.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS;
-    this.localStreamWindow = Math.min(opts.initialStreamWindow ?? DEFAULT_INITIAL_STREAM_WINDOW, MAX_WINDOW);
-    this.localConnWindow = Math.min(opts.initialConnectionWindow ?? DEFAULT_INITIAL_CONNECTION_WINDOW, MAX_WINDOW);
+    // What we announce in SETTINGS when the caller does not choose: a server takes request bodies
+    // a whole MiB per stream before it returns credit (a 1 MiB upload then never stalls on a window
+    // round trip), and both sides give the connection room for many such streams at once. The
+    // protocol defaults stay what a peer assumes before our SETTINGS arrive.
+    this.localStreamWindow = Math.min(opts.initialStreamWindow ?? (opts.role === 'server' ? LOCAL_SERVER_STREAM_WINDOW : DEFAULT_INITIAL_STREAM_WINDOW), MAX_WINDOW);
+    this.localConnWindow = Math.min(opts.initialConnectionWindow ?? LOCAL_CONNECTION_WINDOW, MAX_WINDOW);
     this.pingTimeoutMs = opts.pingTimeoutMs ?? 10_000;
     this.maxRequestBody = opts.maxRequestBody ?? Number.POSITIVE_INFINITY;
     this.connRecvWindow = this.localConnWindow;
@@ -310,10 +322,13 @@ export class GatewireSession extends EventEmitter implements FrameSink {
   // ------------------------------------------------------------ public API
 
   /** Client: opens a stream. Never throws; a stream that cannot be opened errors asynchronously. */
-  request(vars: Vars, opts?: { endStream?: boolean }): GatewireStream {
-    const endStream = opts?.endStream === true;
+  request(vars: Vars, opts?: { endStream?: boolean; upgrade?: boolean }): GatewireStream {
+    // An upgrade stream keeps the client's direction open for the tunnel: it never starts with END_STREAM.
+    const upgrade = opts?.upgrade === true;
+    const endStream = !upgrade && opts?.endStream === true;
     const id = this.nextStreamId <= MAX_STREAM_ID ? this.nextStreamId++ : MAX_STREAM_ID;
     const stream = new GatewireStream(this, id, vars, endStream);
+    stream._upgrade = upgrade;
     if (this.role !== 'client') {
       return this.refuseLater(stream, ErrorCode.PROTOCOL_ERROR, 'only a client session opens streams', false);
     }
@@ -321,7 +336,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
       if (id >= MAX_STREAM_ID && !this._goingAway) this.goaway();
       return this.refuseLater(stream, ErrorCode.REFUSED_STREAM, 'the session is closing: open the stream on another connection', true);
     }
-    const frame = encodeRequestFrame(id, vars, endStream);
+    const frame = encodeRequestFrame(id, vars, endStream, upgrade);
     if (frame instanceof ProtocolError) return this.refuseLater(stream, frame.code, frame.message, false);
     stream._requestFrame = frame;
     if (endStream) stream._localEnded = true;
@@ -465,12 +480,17 @@ export class GatewireSession extends EventEmitter implements FrameSink {
       this.writeFrame(encodeReset(id, ErrorCode.REFUSED_STREAM));
       return;
     }
+    if ((flags & (Flag.UPGRADE | Flag.END_STREAM)) === (Flag.UPGRADE | Flag.END_STREAM)) {
+      this.writeFrame(encodeReset(id, ErrorCode.PROTOCOL_ERROR)); // an upgrade with no client direction left to tunnel
+      return;
+    }
     const vars = decodeVars(payload);
     if (vars instanceof ProtocolError) {
       this.connectionError(new ProtocolError(vars.code, vars.message, id));
       return;
     }
     const stream = new GatewireStream(this, id, vars);
+    if (flags & Flag.UPGRADE) stream._upgrade = true;
     stream._opened = true;
     stream._sendWindow = this.peerStreamWindow;
     stream._recvWindow = this.localStreamWindow;
@@ -501,7 +521,15 @@ export class GatewireSession extends EventEmitter implements FrameSink {
       this.connectionError(new ProtocolError(headers.code, headers.message, id));
       return;
     }
-    stream._status = payload[0] | (payload[1] << 8);
+    const status = payload[0] | (payload[1] << 8);
+    if (status === 101) {
+      if (!stream._upgrade) {
+        this.streamError(stream, ErrorCode.PROTOCOL_ERROR, 'a 101 RESPONSE on a stream that did not ask for an upgrade');
+        return;
+      }
+      stream._tunnel = true;
+    }
+    stream._status = status;
     stream._headers = headers;
     stream.emit('response', stream._status, headers);
     if (flags & Flag.END_STREAM && !stream._wireClosed) this.remoteEnd(stream);
@@ -536,6 +564,10 @@ export class GatewireSession extends EventEmitter implements FrameSink {
       this.streamError(stream, ErrorCode.PROTOCOL_ERROR, 'DATA before RESPONSE');
       return;
     }
+    if (n > 0 && stream._upgrade && !stream._tunnel && this.role === 'server') {
+      this.streamError(stream, ErrorCode.PROTOCOL_ERROR, 'DATA before the 101 RESPONSE on an upgrade stream');
+      return;
+    }
     if (n > 0) {
       if (n > stream._recvWindow) {
         this.connectionError(protocolError('FLOW_CONTROL_ERROR', `DATA of ${n} bytes exceeds the window of stream ${id} (${stream._recvWindow})`, id));
@@ -543,7 +575,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
       }
       stream._recvWindow -= n;
       stream._bodyReceived += n;
-      if (stream._bodyReceived > this.maxRequestBody && this.role === 'server') {
+      if (stream._bodyReceived > this.maxRequestBody && this.role === 'server' && !stream._tunnel) {
         this.streamError(stream, ErrorCode.BODY_TOO_LARGE, `request body exceeds ${this.maxRequestBody} bytes`);
         return;
       }
@@ -736,19 +768,36 @@ export class GatewireSession extends EventEmitter implements FrameSink {
     }
   }
 
+  /**
+   * @internal DATA straight to the socket, past the stream's Writable queue (tunnel relays): only
+   * when nothing of the stream is queued, the chunk fits one frame and both windows, and the
+   * socket takes writes. False: nothing was written, the caller uses write().
+   */
+  _sendNow(stream: GatewireStream, chunk: Buffer): boolean {
+    const n = chunk.length;
+    if (this._destroyed || this.socketBlocked || !stream._opened || stream._wireClosed || stream._localEnded || stream._outChunk !== null) return false;
+    if (n === 0 || n > MAX_FRAME_PAYLOAD || n > stream._sendWindow || n > this.connSendWindow) return false;
+    if (this.role === 'server' && !stream._headersSent) return false;
+    this.writeFrame(encodeDataHeader(stream.id, n, false));
+    this.writeFrame(chunk);
+    stream._sendWindow -= n;
+    this.connSendWindow -= n;
+    return true;
+  }
+
   /** @internal our END_STREAM went out. */
   _afterLocalEnd(stream: GatewireStream): void {
     if (stream._wireClosed) return;
     if (stream._remoteEnded) {
       this.closeOnWire(stream);
-    } else if (this.role === 'server') {
+    } else if (this.role === 'server' && !stream._tunnel) {
       // The response is complete but the request body is not: tell the client to stop sending.
       this.writeFrame(encodeReset(stream.id, ErrorCode.CANCEL));
       this.closeOnWire(stream);
       stream._remoteEnded = true;
       stream.push(null);
     }
-    if (this.role === 'server' && stream.readableFlowing === null) stream.resume(); // dump an unread body so the stream reaches 'close'
+    if (this.role === 'server' && !stream._tunnel && stream.readableFlowing === null) stream.resume(); // dump an unread body so the stream reaches 'close'
   }
 
   private flushBlocked(): void {
@@ -938,6 +987,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
 
 function noop(): void {}
 
+const NO_VARS: Vars = [];
 const STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, highWaterMark: 64 * 1024 };
 const BODYLESS_STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, writable: false, highWaterMark: 64 * 1024 };
 
@@ -970,6 +1020,8 @@ export class GatewireStream extends Duplex {
   /** @internal */ _status: number | null = null;
   /** @internal */ _headers: Vars | null = null;
   /** @internal */ _discardWrites = false;
+  /** @internal REQUEST carried UPGRADE */ _upgrade = false;
+  /** @internal a 101 RESPONSE was sent / received: DATA is tunnel bytes, each direction ends on its own */ _tunnel = false;
   private resetCode: number = ErrorCode.CANCEL;
 
   constructor(session: GatewireSession, id: number, vars: Vars, bodyless = false) {
@@ -979,6 +1031,15 @@ export class GatewireStream extends Duplex {
     this.session = session;
     this.id = id;
     this.vars = vars;
+  }
+
+  /** True when the REQUEST asked for an upgrade (PROTOCOL.md 4.3). */
+  get upgrade(): boolean {
+    return this._upgrade;
+  }
+  /** True once a 101 RESPONSE turned this upgrade stream into a tunnel. */
+  get tunnel(): boolean {
+    return this._tunnel;
   }
 
   /** Server: true once respond() was called. */
@@ -1012,8 +1073,10 @@ export class GatewireStream extends Duplex {
     if (this.session.role !== 'server') throw new Error('respond() is for server streams');
     if (this._headersSent) throw new Error(`stream ${this.id}: the response head was already sent`);
     const endStream = opts?.endStream === true;
+    if (status === 101 && !this._upgrade) throw new Error(`stream ${this.id}: a 101 response needs a REQUEST that asked for an upgrade`);
     const frame = encodeResponseFrame(this.id, status, headers, endStream);
     if (frame instanceof ProtocolError) throw frame;
+    if (status === 101) this._tunnel = true;
     this._headersSent = true;
     if (this._wireClosed) return;
     this.session._writeFrame(frame);
@@ -1022,6 +1085,25 @@ export class GatewireStream extends Duplex {
       this.session._afterLocalEnd(this);
       this.end();
     }
+  }
+
+  /**
+   * Forgets the request vars and the response head (a long-lived tunnel needs neither again):
+   * an idle tunnel's memory is a budget. `vars` is empty and `headers` null afterwards.
+   */
+  dropHeads(): void {
+    (this as { vars: Vars }).vars = NO_VARS;
+    this._headers = null;
+  }
+
+  /**
+   * Writes `chunk` as DATA at once when nothing is queued ahead of it and flow control allows,
+   * skipping the Writable machinery (a relay's hot path); false when it did not, and the caller
+   * uses write() as usual (which then also gives backpressure).
+   */
+  tryWriteNow(chunk: Buffer): boolean {
+    if (this.writableLength > 0 || this.writableEnded || this.destroyed || this._discardWrites) return false;
+    return this.session._sendNow(this, chunk);
   }
 
   /** Sends RESET (default CANCEL) and destroys the stream locally, without an error. */

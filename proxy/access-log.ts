@@ -3,13 +3,11 @@
 // in large writes, off the request's path. NGINX's `access_log ... buffer=
 // flush=` does the same, for the same reason: with a synchronous write per
 // line the access log cost 10-40 % of the proxy's CPU. Nothing is lost on a
-// graceful stop: the buffer is flushed every second, on SIGHUP, and
+// graceful stop: the buffer is flushed every log.flush_interval, on SIGHUP, and
 // synchronously on SIGTERM/SIGINT (after the last request) and at exit.
 import pino, { type Logger } from 'pino';
 import type { ProxyExchange } from './exchange.ts';
 
-/** How long a line may wait in the buffer on an idle proxy. */
-const FLUSH_INTERVAL_MS = 1000;
 /** Bytes buffered before a write; a whole access line is about 250. */
 const BUFFER_BYTES = 8 * 1024;
 
@@ -22,7 +20,7 @@ export interface ProxyLog {
 }
 
 /** The proxy process's logger on stdout (`fd` for tests), buffered. */
-export function createProxyLog(level: string, fd = 1): ProxyLog {
+export function createProxyLog(level: string, flushIntervalMs: number, fd = 1): ProxyLog {
   const dest = pino.destination({ dest: fd, sync: false, minLength: BUFFER_BYTES });
   const log = pino({ level, base: { name: 'gatewire-proxy', pid: process.pid } }, dest);
   const flush = () => {
@@ -39,7 +37,7 @@ export function createProxyLog(level: string, fd = 1): ProxyLog {
       // closed already, or not open yet: nothing can be written
     }
   };
-  const timer = setInterval(flush, FLUSH_INTERVAL_MS);
+  const timer = setInterval(flush, Math.max(10, flushIntervalMs));
   timer.unref();
   process.on('exit', flushSync);
   return { log, flush, flushSync };

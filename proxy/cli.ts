@@ -5,7 +5,6 @@
 import closeWithGrace from 'close-with-grace';
 import { createProxyLog } from './access-log.ts';
 import { ConfigError, loadConfig, type ProxyConfig } from './config.ts';
-import { ProxyMetrics } from './metrics.ts';
 import { ProxyServer } from './server.ts';
 
 const USAGE = `usage: gatewire proxy --config FILE [--check]
@@ -61,8 +60,9 @@ export async function runProxy(argv: string[]): Promise<number> {
     return 0;
   }
 
-  const { log, flush, flushSync } = createProxyLog(config.log.level);
-  const metrics = new ProxyMetrics();
+  const { log, flush, flushSync } = createProxyLog(config.log.level, config.log.flush_interval_ms);
+  // Metrics are read on the admin server only: without it, prom-client is not even loaded
+  const metrics = config.admin ? new (await import('./metrics.ts')).ProxyMetrics() : null;
   const proxy = new ProxyServer(config, { logger: log, metrics });
   let address: string;
   try {
@@ -73,7 +73,7 @@ export async function runProxy(argv: string[]): Promise<number> {
     return 1;
   }
   let admin: { close(): Promise<void>; address: string } | null = null;
-  if (config.admin) {
+  if (config.admin && metrics) {
     const { startAdmin } = await import('./admin.ts');
     try {
       admin = await startAdmin({ host: config.admin.host, port: config.admin.port, metrics, status: () => proxy.status(), logger: log });
@@ -107,7 +107,8 @@ export async function runProxy(argv: string[]): Promise<number> {
     if (err) log.error({ err }, 'fatal error, closing');
     else log.info({ signal }, 'closing gracefully');
     process.removeListener('SIGHUP', onHup);
-    await Promise.all([proxy.close(), admin?.close()]);
+    // Tunnels (WebSockets) get the grace period less a margin, so they are closed before close-with-grace gives up.
+    await Promise.all([proxy.close(Math.max(0, args.graceMs - Math.min(500, args.graceMs / 10))), admin?.close()]);
     flushSync();
   });
   void grace;

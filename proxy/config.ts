@@ -8,7 +8,17 @@ import { readFile } from 'node:fs/promises';
 import { LineCounter, type Node, parseDocument } from 'yaml';
 import { ajvMessage, ConfigError, pointerToSegs, Problems, show } from './config/messages.ts';
 import { crossCheck, normalise } from './config/normalise.ts';
+import { crossCheckEdge } from './config/edge.ts';
 import { validateRoot } from './config/schema.ts';
+import type {
+  CompressConfig,
+  ConnZoneConfig,
+  LimitStoreConfig,
+  RateZoneConfig,
+  RouteLimitsConfig,
+  StaticConfig,
+  UpstreamQueueConfig,
+} from './config/edge.ts';
 
 export { normaliseAddress } from '../protocol/addresses.ts';
 export { parseDuration, parseSize } from '../protocol/units.ts';
@@ -23,8 +33,20 @@ export interface ProxyConfig {
   admin: { host: string; port: number } | null;
   /** CIDRs whose X-Forwarded-For is trusted (appended either way). */
   trust_proxy: boolean | string[];
-  log: { level: string; access: boolean };
-  limits: { max_header_size: number; header_timeout_ms: number; keepalive_timeout_ms: number; max_connections: number; body_timeout_ms: number };
+  /** flush_interval: how long a log line may wait in the buffer (NGINX's access_log flush=). */
+  log: { level: string; access: boolean; flush_interval_ms: number };
+  limits: {
+    max_header_size: number;
+    header_timeout_ms: number;
+    keepalive_timeout_ms: number;
+    max_connections: number;
+    body_timeout_ms: number;
+    rate: Record<string, RateZoneConfig>;
+    conn: Record<string, ConnZoneConfig>;
+    store: LimitStoreConfig;
+  };
+  /** Response compression for every route that does not say otherwise; null = off (NGINX `gzip off`). */
+  compress: CompressConfig | null;
   /** DNS servers used for `resolve: true` servers; empty = the system resolver (getaddrinfo: /etc/hosts, search domains). */
   resolver: ResolverConfig;
   routes: RouteConfig[];
@@ -52,8 +74,15 @@ export interface ResolverConfig {
 
 export interface RouteConfig {
   match: { host?: string; path_prefix: string };
-  upstream: string;
+  /** null: a static-only route. */
+  upstream: string | null;
   strip_prefix: boolean;
+  static: StaticConfig | null;
+  /** The route's own compress, else the top-level one. */
+  compress: CompressConfig | null;
+  limits: RouteLimitsConfig;
+  /** Tunnel HTTP Upgrade / extended CONNECT requests (default true). */
+  upgrade: boolean;
 }
 
 export interface HealthCheckConfig {
@@ -76,7 +105,7 @@ export interface UpstreamConfig {
   fail_timeout_ms: number;
   health_check: HealthCheckConfig | null;
   connections_per_server: number;
-  timeouts: { connect_ms: number; read_ms: number; send_ms: number };
+  timeouts: { connect_ms: number; read_ms: number; send_ms: number; tunnel_idle_ms: number };
   retries: { tries: number; methods: string[] };
   /** Bytes. */
   max_body: number;
@@ -90,6 +119,8 @@ export interface UpstreamConfig {
   resolve_interval_ms: number;
   /** Copy of the top-level resolver settings, so that a pool can resolve on its own. */
   resolver: { servers: string[]; timeout_ms: number };
+  /** Requests waiting for a server under its max_conns. */
+  queue: UpstreamQueueConfig;
 }
 
 /** address forms: "host:port", "[::1]:port", "unix:/path.sock"; for http protocol also "http://host:port" (normalised to "host:port"). */
@@ -100,6 +131,8 @@ export interface ServerConfig {
   resolve: boolean;
   max_fails?: number;
   fail_timeout_ms?: number;
+  /** Requests in flight to this server at most (NGINX `server ... max_conns=`); 0 = no limit. */
+  max_conns?: number;
 }
 
 export function parseConfig(text: string, file = '<inline>'): ProxyConfig {
@@ -133,6 +166,7 @@ export function parseConfig(text: string, file = '<inline>'): ProxyConfig {
   }
   const raw = data as Record<string, any>;
   crossCheck(raw, problems);
+  crossCheckEdge(raw, problems);
   if (problems.list.length > 0) throw new ConfigError(problems.sorted());
   return normalise(raw, file);
 }
@@ -156,13 +190,14 @@ export const DEFAULT_CONFIG_EXAMPLE = `# gatewire proxy config (YAML; JSON works
 listen: { host: 127.0.0.1, port: 8080 }   # optional: tls: { cert: FILE, key: FILE }, http2: true
 admin: { host: 127.0.0.1, port: 9901 }    # GET /metrics, /status, /healthz; admin: false disables
 trust_proxy: false                        # or a list of CIDRs whose X-Forwarded-For is trusted
-log: { level: info, access: true }
+log: { level: info, access: true, flush_interval: 1s }   # lines are buffered; flushed on SIGHUP and on stop
 limits: { max_header_size: 16k, header_timeout: 60s, body_timeout: 60s, keepalive_timeout: 75s, max_connections: 0 }
 resolver: { interval: 5s, timeout: 2s }   # servers: ["127.0.0.1:53"]; none = the system resolver
 routes:
   - match: { host: api.example.com, path_prefix: /v1 }
     upstream: api
     strip_prefix: false
+    upgrade: true               # tunnel WebSocket / HTTP Upgrade (false: forward without Upgrade)
   - match: { path_prefix: / }
     upstream: web
 upstreams:
@@ -177,7 +212,7 @@ upstreams:
     fail_timeout: 10s
     health_check: { path: /healthz, interval: 5s, timeout: 1s, rise: 2, fall: 3 }
     connections_per_server: 4
-    timeouts: { connect: 2s, read: 60s, send: 60s }
+    timeouts: { connect: 2s, read: 60s, send: 60s, tunnel_idle: 1h }
     retries: { tries: 2, methods: [GET, HEAD, OPTIONS, PUT, DELETE] }
     max_body: 10mb
   web:

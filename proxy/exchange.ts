@@ -90,6 +90,8 @@ export class ProxyExchange implements TransportRequest, SelectionContext, Timed 
   private lastError: UpstreamError | null = null;
   private tryStart = 0;
   private cb: ExchangeCallback | null = null;
+  /** Withdraws this exchange from its upstream's max_conns queue while it waits there. */
+  private leaveQueue: (() => void) | null = null;
   private readonly controller = new AbortController();
   private readonly raw: IncomingMessage;
   private readonly res: ServerResponse;
@@ -248,6 +250,21 @@ export class ProxyExchange implements TransportRequest, SelectionContext, Timed 
     const pool = this.runtime.pool;
     let host = pool.select(this, this.tried ?? undefined);
     if (host === null && this.lastError?.code === 'GW_UPSTREAM_REFUSED_STREAM' && this.refusals <= MAX_REFUSED_STREAM_RETRIES) host = pool.select(this);
+    const queue = this.runtime.queue;
+    if (host === null && this.lastError === null && queue !== null && pool.hosts.some((h) => h.atCapacity())) {
+      // every server that could take it is at max_conns: wait for one to finish (NGINX Plus `queue`)
+      this.leaveQueue = queue.wait(
+        () => {
+          this.leaveQueue = null;
+          if (!this.ended) this.attempt();
+        },
+        () => {
+          this.leaveQueue = null;
+          this.fail(new NoHealthyUpstreamError(this.runtime.name) as UpstreamError);
+        },
+      );
+      if (this.leaveQueue !== null) return;
+    }
     if (host === null) {
       // after failed tries the client hears about the last failure (502/504), like NGINX;
       // 503 only when no server could be tried at all
@@ -307,6 +324,7 @@ export class ProxyExchange implements TransportRequest, SelectionContext, Timed 
     this.host = null;
     host.release();
     const runtime = this.runtime;
+    runtime.queue?.wake();
     const pool = runtime.pool;
     if (err.hostFailure) {
       if (err.code === 'GW_UPSTREAM_CONNECT' && err.retryable) pool.hostRefused(host);
@@ -363,9 +381,14 @@ export class ProxyExchange implements TransportRequest, SelectionContext, Timed 
       status = 499;
       this.controller.abort();
     }
+    if (this.leaveQueue !== null) {
+      this.leaveQueue();
+      this.leaveQueue = null;
+    }
     if (this.host !== null) {
       this.host.release();
       this.host = null;
+      this.runtime.queue?.wake();
     }
     this.runtime.exchangeEnded();
     return status;

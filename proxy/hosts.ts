@@ -12,6 +12,8 @@ export interface HostConfig {
   backup?: boolean;
   max_fails?: number;
   fail_timeout_ms?: number;
+  /** Requests in flight at most (NGINX max_conns=); 0 = no limit. */
+  max_conns?: number;
   /** The DNS name ("appserver:9000") this host's address was resolved from. */
   resolvedFrom?: string;
 }
@@ -23,6 +25,7 @@ export class Host {
   readonly backup: boolean;
   readonly maxFails: number;
   readonly failTimeoutMs: number;
+  readonly maxConns: number;
   readonly resolvedFrom?: string;
   /** Requests in flight (acquire/release). */
   inflight = 0;
@@ -48,6 +51,7 @@ export class Host {
     this.backup = cfg.backup ?? false;
     this.maxFails = cfg.max_fails ?? 1;
     this.failTimeoutMs = cfg.fail_timeout_ms ?? 10_000;
+    this.maxConns = cfg.max_conns ?? 0;
     this.resolvedFrom = cfg.resolvedFrom;
   }
 
@@ -100,7 +104,12 @@ export class Host {
   }
 
   available(now = Date.now()): boolean {
-    return !this.draining && this.healthy && !(this.downUntil > now);
+    return !this.draining && this.healthy && !(this.downUntil > now) && !this.atCapacity();
+  }
+
+  /** At its max_conns: skipped by every policy until a request ends (the upstream queue waits for that). */
+  atCapacity(): boolean {
+    return this.maxConns > 0 && this.inflight >= this.maxConns;
   }
 
   snapshot(now = Date.now()): {

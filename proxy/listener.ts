@@ -32,8 +32,8 @@ export function listenerFactory(config: ProxyConfig, connections: ConnectionCoun
     if (config.listen.http2) {
       server = (
         tls
-          ? http2.createSecureServer({ ...tls, allowHTTP1: true, settings: { maxHeaderListSize: limits.max_header_size } }, handler as never)
-          : http2.createServer(handler as never)
+          ? http2.createSecureServer({ ...tls, allowHTTP1: true, settings: { maxHeaderListSize: limits.max_header_size, enableConnectProtocol: true } }, handler as never)
+          : http2.createServer({ settings: { enableConnectProtocol: true } }, handler as never)
       ) as unknown as http.Server;
     } else if (tls) server = https.createServer({ ...serverOpts, ...tls }, handler);
     else server = http.createServer(serverOpts, handler);

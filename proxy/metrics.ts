@@ -1,6 +1,7 @@
 // Prometheus metrics of the proxy, on a registry of its own (not prom-client's
 // global one) so that several proxies in one process (tests, reloads) never clash.
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { EdgeMetrics } from './edge-metrics.ts';
 
 /** Seconds; from a fast loopback hop to NGINX-like slow requests. */
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -110,6 +111,14 @@ export class ProxyMetrics {
   readonly connections: Gauge;
   /** Requests in flight to each upstream server (gatewire streams, uwsgi/http requests). */
   readonly upstreamStreams: Gauge<'upstream' | 'host'>;
+  /** Static files, compression, rate and connection limits. */
+  readonly edge: EdgeMetrics;
+  /** Upgraded connections (WebSocket…) open through the proxy. */
+  readonly tunnelsOpen: Gauge;
+  /** Upgrade requests by the answer they got (101, or the refusal's status). */
+  readonly upgrades: Counter<'route' | 'upstream' | 'status'>;
+  /** Bytes relayed by tunnels once closed: `up` client → upstream, `down` upstream → client. */
+  readonly tunnelBytes: Counter<'direction'>;
   /** Per-request series, resolved once (route → upstream). */
   private readonly routeSeries = new Map<string, Map<string, RouteSeries>>();
   /** upstream → "outcome host" → series. */
@@ -119,6 +128,7 @@ export class ProxyMetrics {
     this.registry = new Registry();
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
     const registers = [this.registry];
+    this.edge = new EdgeMetrics(this.registry);
     this.requests = new Counter({
       name: 'gatewire_http_requests_total',
       help: 'Client requests answered, by route, upstream and status code.',
@@ -176,6 +186,38 @@ export class ProxyMetrics {
       labelNames: ['upstream', 'host'],
       registers,
     });
+    this.tunnelsOpen = new Gauge({ name: 'gatewire_tunnels_open', help: 'Upgraded connections (WebSocket and other HTTP Upgrade protocols) open through the proxy.', registers });
+    this.upgrades = new Counter({
+      name: 'gatewire_upgrades_total',
+      help: 'Upgrade requests (HTTP/1.1 Upgrade, HTTP/2 extended CONNECT), by route, upstream and the status answered (101 when tunnelled).',
+      labelNames: ['route', 'upstream', 'status'],
+      registers,
+    });
+    this.tunnelBytes = new Counter({
+      name: 'gatewire_tunnel_bytes_total',
+      help: 'Bytes relayed by tunnels (counted as they flow, at most one idle-sweep period late): up (client to upstream), down (upstream to client).',
+      labelNames: ['direction'],
+      registers,
+    });
+  }
+
+  upgradeFinished(route: string, upstream: string, status: number): void {
+    this.upgrades.inc({ route, upstream, status: String(status) });
+  }
+
+  tunnelOpened(): void {
+    this.tunnelsOpen.inc();
+  }
+
+  /** A tunnel closed; the bytes it relayed since they were last counted. */
+  tunnelClosed(bytesUp: number, bytesDown: number): void {
+    this.tunnelsOpen.dec();
+    this.tunnelBytesRelayed(bytesUp, bytesDown);
+  }
+
+  tunnelBytesRelayed(bytesUp: number, bytesDown: number): void {
+    if (bytesUp > 0) this.tunnelBytes.inc({ direction: 'up' }, bytesUp);
+    if (bytesDown > 0) this.tunnelBytes.inc({ direction: 'down' }, bytesDown);
   }
 
   requestFinished(route: string, upstream: string, status: number, seconds: number, bytesIn: number, bytesOut: number): void {

@@ -20,6 +20,14 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ExchangeCallback, ExchangeResponse, ProxyExchange } from './exchange.ts';
 import { STATUS_TEXT, type UpstreamError } from './errors.ts';
 import { type ForwardingContext, forwardedHeaders, rewriteResponseHeaders } from './forwarding.ts';
+import { type Compression, replyHead } from './compression.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The matched route's compression, applied to the upstream's response (set by the server). */
+    gwCompress: Compression | null;
+  }
+}
 
 /** The statuses an upstream error keeps; anything else is a 502. */
 const MAPPED = new Set([408, 413, 431, 502, 503, 504]);
@@ -71,6 +79,7 @@ export interface ForwardingOptions {
 /** Registers reply-from on `app`; returns the function that forwards an exchange through it. */
 export function registerForwarding(app: FastifyInstance, opts: () => ForwardingOptions): (reply: FastifyReply, ex: ProxyExchange) => void {
   const dispatcher = new UpstreamDispatcher();
+  app.decorateRequest('gwCompress', null);
   app.register(replyFrom, {
     undici: dispatcher as never,
     base: 'http://upstream.gatewire',
@@ -98,8 +107,12 @@ export function registerForwarding(app: FastifyInstance, opts: () => ForwardingO
     rewriteHeaders(headers: Record<string, unknown>, request: FastifyRequest): Record<string, unknown> {
       return rewriteResponseHeaders(headers, request.id);
     },
-    onResponse(_request: FastifyRequest, reply: FastifyReply, res: ExchangeResponse & { stream: ExchangeResponse['body'] }): void {
-      reply.send(res.stream);
+    onResponse(request: FastifyRequest, reply: FastifyReply, res: ExchangeResponse & { stream: ExchangeResponse['body'] }): void {
+      const compression = request.gwCompress;
+      if (compression != null) {
+        const raw = request.raw;
+        reply.send(compression.apply(raw.method as string, raw.headers['accept-encoding'], reply.statusCode, replyHead(reply), res.stream));
+      } else reply.send(res.stream);
       // Fastify writes the head with the first body chunk; an event stream may stay silent for
       // a long time, so its head goes out now.
       const ct = res.headers['content-type'];

@@ -5,6 +5,9 @@
 import type { Logger } from 'pino';
 import { compileNetworks } from '../protocol/trusted-networks.ts';
 import type { ProxyConfig } from './config.ts';
+import { Compression } from './compression.ts';
+import { ConcurrencyLimit } from './conn-limits.ts';
+import { StaticFiles } from './static-files.ts';
 import { type RuntimeOptions, UpstreamRuntime } from './upstream-runtime.ts';
 
 export interface CompiledRoute {
@@ -13,8 +16,18 @@ export interface CompiledRoute {
   wildcard: boolean;
   prefix: string;
   strip: boolean;
-  runtime: UpstreamRuntime;
+  /** Upgrade requests (WebSocket…) are tunnelled (tunnels.ts); false: forwarded as ordinary requests. */
+  upgrade: boolean;
+  /** null: a static-only route. */
+  runtime: UpstreamRuntime | null;
   label: string;
+  /** routes[].static, compiled; null for a route that only forwards. */
+  static: StaticFiles | null;
+  compression: Compression | null;
+  /** Names of the limits.rate zones the route is checked against. */
+  rate: string[];
+  /** The limits.conn zones the route takes a slot of. */
+  conn: ConcurrencyLimit[];
 }
 
 /** A matched route, or the bare form of a prefix ending in "/" (NGINX answers it with a 301 to the prefix). */
@@ -27,6 +40,8 @@ export class Generation {
   readonly config: ProxyConfig;
   readonly routes: CompiledRoute[];
   readonly runtimes: Map<string, UpstreamRuntime>;
+  /** limits.conn zones by name; one is kept from the previous generation while its config is unchanged. */
+  readonly connZones: Map<string, { key: string; limit: ConcurrencyLimit }>;
   /** Whether a peer's X-Forwarded-* are trusted (trust_proxy). */
   readonly trusted: (ip: string) => boolean;
 
@@ -38,16 +53,31 @@ export class Generation {
       const old = previous?.runtimes.get(name);
       this.runtimes.set(name, old && old.key === key ? old : new UpstreamRuntime(cfg, key, opts, log));
     }
+    const edge = opts.metrics?.edge ?? null;
+    this.connZones = new Map();
+    for (const z of Object.values(config.limits.conn)) {
+      const key = JSON.stringify(z);
+      const old = previous?.connZones.get(z.name);
+      this.connZones.set(z.name, old && old.key === key ? old : { key, limit: new ConcurrencyLimit(z, edge) });
+    }
     this.routes = config.routes.map((r) => {
       const h = r.match.host?.toLowerCase() ?? null;
       const wildcard = h?.startsWith('*.') ?? false;
+      const label = `${r.match.host ?? ''}${r.match.path_prefix}`;
+      const compression = r.compress ? new Compression(r.compress, edge) : null;
       return {
         host: wildcard ? (h as string).slice(1) : h,
         wildcard,
         prefix: r.match.path_prefix,
         strip: r.strip_prefix,
-        runtime: this.runtimes.get(r.upstream) as UpstreamRuntime,
-        label: `${r.match.host ?? ''}${r.match.path_prefix}`,
+        // a static-only route has no upstream to tunnel to
+        upgrade: r.upgrade && r.upstream !== null,
+        runtime: r.upstream === null ? null : (this.runtimes.get(r.upstream) as UpstreamRuntime),
+        label,
+        static: r.static ? new StaticFiles(r.static, { prefix: r.match.path_prefix, strip: r.strip_prefix, label }, compression, edge) : null,
+        compression,
+        rate: r.limits.rate,
+        conn: r.limits.conn.map((n) => (this.connZones.get(n) as { limit: ConcurrencyLimit }).limit),
       };
     });
     // NGINX order: exact host, wildcard host, any host; within one, the longest prefix.

@@ -9,7 +9,7 @@
 // started with, and runtimes the new config no longer uses are retired once
 // their last exchange ended.
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { boundUrl, hostnameOf } from '../protocol/addresses.ts';
@@ -21,8 +21,11 @@ import type { ProxyMetrics } from './metrics.ts';
 import { processStatus } from './process-status.ts';
 import { registerForwarding, sendShort, sendUpstreamError } from './reply-from-adapter.ts';
 import { climbsAboveRoot } from './request-target.ts';
-import { Generation } from './routes.ts';
+import { type CompiledRoute, Generation } from './routes.ts';
+import { EdgeGate } from './edge-gate.ts';
+import { RateLimits } from './rate-limits.ts';
 import { TimeoutSweeper } from './transports/base.ts';
+import { TunnelManager } from './tunnels.ts';
 import type { UpstreamError } from './errors.ts';
 import type { RuntimeOptions } from './upstream-runtime.ts';
 
@@ -48,6 +51,10 @@ export class ProxyServer {
   private gaugeTimer: NodeJS.Timeout | null = null;
   private readonly accessLog: boolean;
   private closing = false;
+  private readonly rateLimits: RateLimits;
+  private readonly edge: EdgeGate;
+  /** Upgraded connections (WebSocket, HTTP Upgrade, h2 extended CONNECT): tunnels.ts. */
+  readonly tunnels: TunnelManager;
 
   constructor(config: ProxyConfig, opts: ProxyServerOptions = {}) {
     this.opts = opts;
@@ -55,6 +62,8 @@ export class ProxyServer {
     this.metrics = opts.metrics ?? null;
     this.accessLog = config.log.access;
     this.gen = new Generation(config, null, opts, this.log);
+    this.rateLimits = new RateLimits(config.limits.rate, config.limits.store, this.metrics?.edge ?? null, this.log);
+    this.edge = new EdgeGate(this.rateLimits, this.log, this.metrics, this.accessLog);
     this.exchangeContext = {
       metrics: this.metrics,
       bodySweeper: new TimeoutSweeper(Math.max(50, Math.min(1000, Math.floor(config.limits.body_timeout_ms / 4)))),
@@ -64,6 +73,11 @@ export class ProxyServer {
     };
     this.app = this.buildApp(config);
     this.forward = registerForwarding(this.app, () => this.gen);
+    this.tunnels = new TunnelManager(
+      { log: this.log, metrics: this.metrics, accessLog: this.accessLog, scheme: this.exchangeContext.scheme, serverPort: config.listen.port },
+      () => this.gen,
+    );
+    this.tunnels.attach(this.app.server as unknown as HttpServer, config.listen.http2);
     const handler = (request: FastifyRequest, reply: FastifyReply) => this.handle(request, reply);
     this.app.all('/', handler);
     this.app.all('/*', handler);
@@ -114,6 +128,7 @@ export class ProxyServer {
       if (this.gaugeTimer) clearInterval(this.gaugeTimer);
       this.exchangeContext.bodySweeper.stop();
       await Promise.all([...this.gen.runtimes.values()].map((r) => r.retire(true)));
+      await this.rateLimits.close();
     });
     return app;
   }
@@ -142,12 +157,21 @@ export class ProxyServer {
         .header('content-type', 'text/plain; charset=utf-8')
         .send(`301 Moved Permanently\n`);
     }
+    // rate and connection limits, static files: only for routes that have them
+    if (route.rate.length > 0 || route.conn.length > 0 || route.static !== null) return this.edge.handle(request, reply, route, gen, path, () => this.toUpstream(request, reply, route, hostname));
+    return this.toUpstream(request, reply, route, hostname);
+  }
+
+  private toUpstream(request: FastifyRequest, reply: FastifyReply, route: CompiledRoute, hostname: string): FastifyReply {
+    const raw = request.raw;
     const runtime = route.runtime;
+    if (runtime === null) return sendShort(reply, 404);
     const cl = raw.headers['content-length'];
     if (cl !== undefined && Number(cl) > runtime.cfg.max_body) {
       reply.header('connection', 'close');
       return sendShort(reply, 413);
     }
+    request.gwCompress = route.compression;
     const ex = new ProxyExchange(this.exchangeContext, { runtime, label: route.label, stripped: route.strip ? route.prefix : '' }, raw, reply.raw, request.id, hostname);
     const res = reply.raw as TrackedResponse;
     res[kExchange] = ex;
@@ -210,6 +234,7 @@ export class ProxyServer {
       }
     }
     this.gen = next;
+    this.rateLimits.update(config.limits.rate, config.limits.store);
     this.generation++;
     this.reloads++;
     const kept = new Set(next.runtimes.values());
@@ -236,9 +261,10 @@ export class ProxyServer {
     };
   }
 
-  async close(): Promise<void> {
+  /** Graceful stop; open tunnels are served for `tunnelGraceMs`, then closed (the listener waits for them). */
+  async close(tunnelGraceMs = 0): Promise<void> {
     this.closing = true;
-    await this.app.close();
+    await Promise.all([this.tunnels.close(tunnelGraceMs), this.app.close()]);
   }
 }
 

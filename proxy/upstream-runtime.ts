@@ -5,6 +5,7 @@
 // ended.
 import type { Logger } from 'pino';
 import type { UpstreamConfig } from './config.ts';
+import { WaitQueue } from './conn-limits.ts';
 import { HealthChecker } from './healthchecks.ts';
 import type { Host } from './hosts.ts';
 import type { ProxyMetrics } from './metrics.ts';
@@ -41,6 +42,8 @@ export class UpstreamRuntime {
   readonly pool: UpstreamPool;
   readonly transport: Transport;
   readonly health: HealthChecker | null;
+  /** Requests waiting for a server under its max_conns (NGINX Plus `queue`); null without queue.size. */
+  readonly queue: WaitQueue | null;
   private active = 0;
   private retiring: (() => void) | null = null;
 
@@ -50,6 +53,7 @@ export class UpstreamRuntime {
     this.name = cfg.name;
     this.pool = new UpstreamPool(cfg, { resolver: opts.resolver, logger: log });
     this.transport = (opts.transportFactory ?? createTransport)(cfg);
+    this.queue = cfg.queue.size > 0 ? new WaitQueue(`upstream:${cfg.name}`, cfg.queue.size, cfg.queue.timeout_ms, opts.metrics?.edge ?? null) : null;
     this.health = cfg.health_check
       ? new HealthChecker(this.pool, (host, path, timeoutMs) => probe(this.transport, host, path, timeoutMs), {
           logger: log,
@@ -82,6 +86,8 @@ export class UpstreamRuntime {
   retire(force = false): Promise<void> {
     this.health?.stop();
     this.pool.stop();
+    // waiters are woken by the exchanges still draining; only a forced close gives up on them
+    if (force) this.queue?.flush();
     if (force || this.active === 0) return this.transport.close(force);
     return new Promise((resolve) => {
       this.retiring = () => {

@@ -343,6 +343,7 @@ export class UpstreamPool extends EventEmitter {
       backup: server.backup,
       max_fails: server.max_fails ?? this.config.max_fails,
       fail_timeout_ms: server.fail_timeout_ms ?? this.config.fail_timeout_ms,
+      max_conns: server.max_conns,
       resolvedFrom,
     });
     if (resolvedFrom) host.onIdle = (h) => this.onDrained(h);

@@ -80,7 +80,7 @@ function encodeNative(f: any): Buffer {
     case 'SETTINGS':
       return encodeSettings(f.settings);
     case 'REQUEST':
-      return encodeRequestFrame(f.streamId, f.vars, end) as Buffer;
+      return encodeRequestFrame(f.streamId, f.vars, end, (f.flags & 4) === 4) as Buffer;
     case 'RESPONSE':
       return encodeResponseFrame(f.streamId, f.status, f.headers, end) as Buffer;
     case 'DATA':

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { tempDir } from './helpers/net.ts';
+import { freePort, tempDir } from './helpers/net.ts';
 import { startGatewire } from './helpers/procs.ts';
 import { call, startAppserver, startProxy } from './helpers/proxy-harness.ts';
 
@@ -50,4 +50,18 @@ test('`gatewire up` checks apps: with the proxy config schema: every problem FIL
   assert.match(up.output(), /up\.yaml:3:13: apps\[0\]\.listen: "nowhere" is not a listen address/);
   assert.match(up.output(), /up\.yaml:4:5: apps\[0\]\.worker: unknown key \(did you mean "workers"\?\)/);
   assert.doesNotMatch(up.output(), /listening/);
+});
+
+test('the listen line names the address actually bound: 0.0.0.0, not 127.0.0.1', { timeout: 30000 }, async (t) => {
+  const { dir, cleanup } = tempDir('gwc-');
+  t.after(cleanup);
+  const port = await freePort();
+  const file = path.join(dir, 'any.yaml');
+  writeFileSync(file, `listen: { host: 0.0.0.0, port: ${port} }\nadmin: false\nroutes:\n  - upstream: app\nupstreams:\n  app:\n    servers: [{ address: "127.0.0.1:9" }]\n`);
+  const proxy = startGatewire(['proxy', '--config', file]);
+  t.after(() => proxy.stop(5000));
+  await proxy.waitFor(/gatewire proxy listening on/, 20000);
+  assert.match(proxy.output(), new RegExp(`gatewire proxy listening on http://0\\.0\\.0\\.0:${port}\\n`));
+  // the log line is buffered like every log line (flushed within log.flush_interval)
+  await proxy.waitFor(new RegExp(`"msg":"listening on http://0\\.0\\.0\\.0:${port}`), 5000);
 });

@@ -41,10 +41,21 @@ test('defaults follow NGINX where it has one', () => {
   assert.deepEqual(cfg.listen, { host: '0.0.0.0', port: 8080, http2: false });
   assert.deepEqual(cfg.admin, { host: '127.0.0.1', port: 9901 });
   assert.equal(cfg.trust_proxy, false);
-  assert.deepEqual(cfg.log, { level: 'info', access: true });
-  assert.deepEqual(cfg.limits, { max_header_size: 16384, header_timeout_ms: 60_000, keepalive_timeout_ms: 75_000, max_connections: 0, body_timeout_ms: 60_000 });
+  assert.deepEqual(cfg.log, { level: 'info', access: true, flush_interval_ms: 1000 });
+  assert.deepEqual(cfg.limits, {
+    max_header_size: 16384,
+    header_timeout_ms: 60_000,
+    keepalive_timeout_ms: 75_000,
+    max_connections: 0,
+    body_timeout_ms: 60_000,
+    rate: {},
+    conn: {},
+    store: { redis: null, on_store_error: 'allow', timeout_ms: 250, prefix: 'gatewire:' },
+  });
+  // compression is off unless asked for, as NGINX's gzip off
+  assert.equal(cfg.compress, null);
   assert.deepEqual(cfg.resolver, { servers: [], timeout_ms: 2000, interval_ms: 5000 });
-  assert.deepEqual(cfg.routes, [{ match: { path_prefix: '/' }, upstream: 'app', strip_prefix: false }]);
+  assert.deepEqual(cfg.routes, [{ match: { path_prefix: '/' }, upstream: 'app', strip_prefix: false, static: null, compress: null, limits: { rate: [], conn: [] }, upgrade: true }]);
   assert.deepEqual(cfg.upstreams.app, {
     name: 'app',
     protocol: 'gatewire',
@@ -55,12 +66,13 @@ test('defaults follow NGINX where it has one', () => {
     fail_timeout_ms: 10_000,
     health_check: null,
     connections_per_server: 4,
-    timeouts: { connect_ms: 2000, read_ms: 60_000, send_ms: 60_000 },
+    timeouts: { connect_ms: 2000, read_ms: 60_000, send_ms: 60_000, tunnel_idle_ms: 3_600_000 },
     retries: { tries: 2, methods: ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'] },
     max_body: 1024 * 1024,
     body_buffer_size: 64 * 1024,
     resolve_interval_ms: 5000,
     resolver: { servers: [], timeout_ms: 2000 },
+    queue: { size: 0, timeout_ms: 5000 },
   });
 });
 
@@ -82,7 +94,7 @@ test('the documented example parses, with every key normalised', () => {
     cfg.upstreams.web.servers.map((s) => s.address),
     ['127.0.0.1:8000', '127.0.0.1:8001'],
   );
-  assert.deepEqual(cfg.routes[0], { match: { host: 'api.example.com', path_prefix: '/v1' }, upstream: 'api', strip_prefix: false });
+  assert.deepEqual(cfg.routes[0], { match: { host: 'api.example.com', path_prefix: '/v1' }, upstream: 'api', strip_prefix: false, static: null, compress: null, limits: { rate: [], conn: [] }, upgrade: true });
 });
 
 test('overrides: per-server max_fails/fail_timeout, health_check: true, admin: false, resolver and resolve_interval, tls', () => {
@@ -109,7 +121,7 @@ upstreams:
   assert.equal(cfg.admin, null);
   assert.deepEqual(cfg.trust_proxy, ['10.0.0.0/8', '::1']);
   assert.deepEqual(cfg.resolver, { servers: ['127.0.0.1:5353'], interval_ms: 1000, timeout_ms: 500 });
-  assert.deepEqual(cfg.routes[0], { match: { host: 'a.test', path_prefix: '/api' }, upstream: 'a', strip_prefix: true });
+  assert.deepEqual(cfg.routes[0], { match: { host: 'a.test', path_prefix: '/api' }, upstream: 'a', strip_prefix: true, static: null, compress: null, limits: { rate: [], conn: [] }, upgrade: true });
   const a = cfg.upstreams.a;
   assert.equal(a.max_fails, 0);
   assert.deepEqual(a.health_check, { path: '/healthz', interval_ms: 5000, timeout_ms: 1000, rise: 2, fall: 3 });

@@ -194,3 +194,36 @@ test('against a real node:http server: 503s and a closed port take it out, 200s 
   assert.equal(pool.select(ctx()), up);
   assert.match(await metrics.text(), /gatewire_upstream_host_up\{upstream="app",host="127\.0\.0\.1:1"\} 0/);
 });
+
+test('a host DNS adds later joins an upstream with health_check only after `rise` good probes; the first records are trusted', async (t) => {
+  let records = ['10.0.0.1'];
+  const pool = new UpstreamPool(upstreamConfig({ health_check: hc({ rise: 2 }), servers: [{ address: 'app.internal:9000', resolve: true }] }), {
+    logger: recordingLogger(),
+    resolver: async () => records,
+  });
+  t.after(() => pool.stop());
+  const seen: string[] = [];
+  const probe: Probe = async (host) => {
+    seen.push(host.address);
+    return 200;
+  };
+  const checker = new HealthChecker(pool, probe);
+  t.after(() => checker.stop());
+  await pool.start();
+  assert.equal(pool.hosts[0].healthy, true, 'the first resolution is trusted, as static servers are');
+  await checker.start();
+  // scale up: the new replica may not listen yet
+  records = ['10.0.0.1', '10.0.0.2'];
+  await pool.reresolve();
+  await new Promise((r) => setTimeout(r, 1100)); // reresolve is rate-limited to one per second
+  await pool.reresolve();
+  const added = pool.hosts.find((h) => h.address === '10.0.0.2:9000');
+  assert.ok(added, 'DNS added the host');
+  for (let i = 0; i < 5; i++) assert.equal(pool.select(ctx())?.address, '10.0.0.1:9000', 'no traffic before it passed its checks');
+  await new Promise((r) => setTimeout(r, 20));
+  assert.ok(seen.includes('10.0.0.2:9000'), 'probed at once when it appeared');
+  await checker.checkAll();
+  assert.equal(added.healthy, true, 'healthy after rise (2) good probes');
+  const picks = new Set(Array.from({ length: 4 }, () => pool.select(ctx())?.address));
+  assert.ok(picks.has('10.0.0.2:9000'));
+});

@@ -4,13 +4,13 @@
 // process (nginx worker_processes 1, uWSGI --processes 1, gatewire serve
 // --workers 1; the Node proxies are single-process) plus its master where it
 // has one — masters are counted in their tier's CPU and RSS.
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { freePort, waitForListen } from '../../test/helpers/net.ts';
 import { GATEWIRE_BIN, type Proc, ROOT, startProcess } from '../../test/helpers/procs.ts';
 import { requireTool } from '../../test/helpers/tools.ts';
 
-export type Group = 'rps' | 'sse' | 'idle' | 'bulk';
+export type Group = 'rps' | 'sse' | 'idle' | 'bulk' | 'express';
 
 export interface StartOptions {
   dir: string;
@@ -35,6 +35,8 @@ export interface Configuration {
   label: string;
   /** Workers per tier, stated in the report. */
   workers: string;
+  /** 'express': runs the Express API scenarios only (and they run only on such configurations). */
+  kind?: 'express';
   start(o: StartOptions): Promise<Running>;
 }
 
@@ -47,18 +49,21 @@ async function stopAll(procs: Proc[]): Promise<void> {
   for (const p of procs) await p.stop(5000);
 }
 
-function nodeApp(o: StartOptions, file: string, args: string[]): Proc {
+export function nodeApp(o: StartOptions, file: string, args: string[]): Proc {
   return startProcess(NODE, [...(o.nodeFlags ?? []), '--import', TYPESCRIPT_LOADER, path.join(APPS, file), ...args], { cwd: ROOT });
 }
 
-function gatewire(args: string[], o: StartOptions): Proc {
+/** The V8 flags of bin/gatewire.js's shebang: what a user who runs `gatewire` gets. */
+const BIN_FLAGS = (/^#!.*\bnode\b(.*)$/m.exec(readFileSync(GATEWIRE_BIN, 'utf8').split('\n')[0]!)?.[1] ?? '').split(/\s+/).filter((f) => f.startsWith('--'));
+
+export function gatewire(args: string[], o: StartOptions): Proc {
   // Node flags on the command line, not NODE_OPTIONS (which refuses --cpu-prof);
   // forked workers inherit them through process.execArgv.
   const nodeFlags = o.nodeFlags ?? [];
-  return startProcess(NODE, [...nodeFlags, GATEWIRE_BIN, ...args], { cwd: ROOT });
+  return startProcess(NODE, [...BIN_FLAGS, ...nodeFlags, GATEWIRE_BIN, ...args], { cwd: ROOT });
 }
 
-async function ready(proc: Proc, address: string, re = /listening/i): Promise<void> {
+export async function ready(proc: Proc, address: string, re = /listening/i): Promise<void> {
   await Promise.race([
     proc.waitFor(re, 30_000),
     proc.exited.then((code) => {
@@ -68,10 +73,23 @@ async function ready(proc: Proc, address: string, re = /listening/i): Promise<vo
   await waitForListen(address, 30_000);
 }
 
-async function nodeHttpApp(o: StartOptions): Promise<{ proc: Proc; port: number }> {
+async function nodeHttpApp(o: StartOptions, file = 'node-http.ts'): Promise<{ proc: Proc; port: number }> {
   const port = await freePort();
-  const proc = nodeApp(o, 'node-http.ts', [`127.0.0.1:${port}`]);
+  const proc = nodeApp(o, file, [`127.0.0.1:${port}`]);
   await ready(proc, `127.0.0.1:${port}`);
+  return { proc, port };
+}
+
+/** The Node peer: fastify + @fastify/reply-from in front of an HTTP app on `upstreamPort`. */
+async function replyFromProxy(o: StartOptions, upstreamPort: number): Promise<{ proc: Proc; port: number }> {
+  const port = await freePort();
+  const proc = nodeApp(o, 'reply-from-proxy.ts', [`127.0.0.1:${port}`, `http://127.0.0.1:${upstreamPort}`]);
+  try {
+    await ready(proc, `127.0.0.1:${port}`);
+  } catch (err) {
+    await proc.stop();
+    throw err;
+  }
   return { proc, port };
 }
 
@@ -110,7 +128,7 @@ http {
 `;
 }
 
-async function startNginx(o: StartOptions, upstream: string, location: string): Promise<{ proc: Proc; port: number }> {
+export async function startNginx(o: StartOptions, upstream: string, location: string): Promise<{ proc: Proc; port: number }> {
   const bin = requireTool('nginx');
   const port = await freePort();
   const conf = path.join(o.dir, 'nginx.conf');
@@ -144,8 +162,8 @@ async function startUwsgi(o: StartOptions): Promise<{ proc: Proc; socket: string
   return { proc, socket };
 }
 
-async function startGatewireServe(o: StartOptions, listen: string): Promise<Proc> {
-  const proc = gatewire(['serve', path.join(APPS, 'gatewire-app.ts'), '--listen', listen, '--workers', '1'], o);
+async function startGatewireServe(o: StartOptions, listen: string, app = 'gatewire-app.ts'): Promise<Proc> {
+  const proc = gatewire(['serve', path.join(APPS, app), '--listen', listen, '--workers', '1'], o);
   try {
     await ready(proc, listen);
   } catch (err) {
@@ -155,13 +173,17 @@ async function startGatewireServe(o: StartOptions, listen: string): Promise<Proc
   return proc;
 }
 
-async function startGatewireProxy(o: StartOptions, protocol: 'gatewire' | 'uwsgi', address: string): Promise<{ proc: Proc; port: number }> {
+/**
+ * `gatewire proxy` with the default config but for what the bench needs (ports, limits): the access
+ * log is on, as users run it, unless `accessLog: false` (the row that shows what it costs).
+ */
+async function startGatewireProxy(o: StartOptions, protocol: 'gatewire' | 'uwsgi', address: string, accessLog = true): Promise<{ proc: Proc; port: number }> {
   const port = await freePort();
   const file = path.join(o.dir, 'proxy.json');
   const config = {
     listen: { host: '127.0.0.1', port },
     admin: false,
-    log: { level: 'warn', access: false },
+    ...(accessLog ? {} : { log: { access: false } }),
     routes: [{ match: { path_prefix: '/' }, upstream: 'app' }],
     upstreams: {
       app: {
@@ -252,6 +274,19 @@ export const CONFIGURATIONS: Configuration[] = [
       ),
   },
   {
+    id: '2q',
+    label: 'gatewire proxy, access log off → gatewire serve (native, Unix socket)',
+    workers: 'gatewire proxy: 1 process; gatewire serve: master + 1 worker',
+    start: (o) =>
+      chain(
+        async () => {
+          const sock = `unix:${path.join(o.dir, 'app.sock')}`;
+          return { proc: await startGatewireServe(o, sock), sock };
+        },
+        (b) => startGatewireProxy(o, 'gatewire', b.sock, false),
+      ),
+  },
+  {
     id: '2t',
     label: 'gatewire proxy → gatewire serve (native, TCP)',
     workers: 'gatewire proxy: 1 process; gatewire serve: master + 1 worker',
@@ -271,17 +306,7 @@ export const CONFIGURATIONS: Configuration[] = [
     start: (o) =>
       chain(
         () => nodeHttpApp(o),
-        async (b) => {
-          const port = await freePort();
-          const proc = nodeApp(o, 'reply-from-proxy.ts', [`127.0.0.1:${port}`, `http://127.0.0.1:${b.port}`]);
-          try {
-            await ready(proc, `127.0.0.1:${port}`);
-          } catch (err) {
-            await proc.stop();
-            throw err;
-          }
-          return { proc, port };
-        },
+        (b) => replyFromProxy(o, b.port),
       ),
   },
   {
@@ -325,6 +350,31 @@ export const CONFIGURATIONS: Configuration[] = [
       chain(
         () => startUwsgi(o),
         (b) => startGatewireProxy(o, 'uwsgi', `unix:${b.socket}`),
+      ),
+  },
+  {
+    id: 'x2',
+    label: 'Express API: gatewire proxy → gatewire serve (native, Unix socket)',
+    workers: 'gatewire proxy: 1 process; gatewire serve: master + 1 worker',
+    kind: 'express',
+    start: (o) =>
+      chain(
+        async () => {
+          const sock = `unix:${path.join(o.dir, 'app.sock')}`;
+          return { proc: await startGatewireServe(o, sock, 'express-api.ts'), sock };
+        },
+        (b) => startGatewireProxy(o, 'gatewire', b.sock),
+      ),
+  },
+  {
+    id: 'x3',
+    label: 'Express API: fastify + @fastify/reply-from → the same module on node:http',
+    workers: 'reply-from proxy: 1 process; node:http: 1 process',
+    kind: 'express',
+    start: (o) =>
+      chain(
+        () => nodeHttpApp(o, 'express-node-http.ts'),
+        (b) => replyFromProxy(o, b.port),
       ),
   },
 ];

@@ -21,7 +21,10 @@ export function fetchOnce(t: Target, method: string, path: string, body?: Buffer
     });
     req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer within ${timeoutMs} ms`)));
     req.on('error', reject);
-    if (body) req.setHeader('content-length', body.length);
+    if (body) {
+      req.setHeader('content-length', body.length);
+      req.setHeader('content-type', body[0] === 0x7b ? 'application/json' : 'application/octet-stream');
+    }
     req.end(body);
   });
 }

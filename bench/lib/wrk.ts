@@ -102,12 +102,10 @@ export function runWrk(o: WrkOptions, bin = 'wrk'): Promise<{ result: WrkResult;
   });
 }
 
-/** A wrk Lua script that POSTs `bytes` bytes on every request; returns its path. */
-export function writePostScript(dir: string, bytes: number): string {
-  const file = path.join(dir, `post-${bytes}.lua`);
-  writeFileSync(
-    file,
-    `wrk.method = "POST"\nwrk.body = string.rep("x", ${bytes})\nwrk.headers["Content-Type"] = "application/octet-stream"\n`,
-  );
+/** A wrk Lua script that POSTs `bytes` bytes (or the given body) on every request; returns its path. */
+export function writePostScript(dir: string, bytes: number, json?: { body: string; contentType: string }): string {
+  const file = path.join(dir, json ? 'post-json.lua' : `post-${bytes}.lua`);
+  const body = json ? JSON.stringify(json.body) : `string.rep("x", ${bytes})`;
+  writeFileSync(file, `wrk.method = "POST"\nwrk.body = ${body}\nwrk.headers["Content-Type"] = "${json?.contentType ?? 'application/octet-stream'}"\n`);
   return file;
 }

@@ -162,7 +162,10 @@ export function ajvMessage(err: ErrorObject, data: unknown): { segs: Seg[]; mess
       };
     }
     case 'const':
-      return { segs, message: `expected true, got ${show(value)} (write uri: true to hash on the request URI)` };
+      return {
+        segs,
+        message: `expected true, got ${show(value)} (${segs[segs.length - 1] === 'client_address' ? 'write key: client_address' : 'write uri: true to hash on the request URI'})`,
+      };
     case 'type': {
       // An upstream name given a list or scalar instead of a mapping, etc.
       return { segs, message: `expected ${expectedTypeWords((err.params as { type: string | string[] }).type, kind)}, got ${show(value)}` };
@@ -197,7 +200,7 @@ export function ajvMessage(err: ErrorObject, data: unknown): { segs: Seg[]; mess
       if (segs.length === 1 && segs[0] === 'upstreams') return { segs, message: 'no upstreams (define at least one, e.g. web: { servers: [{ address: "127.0.0.1:9000" }] })' };
       return { segs, message: 'must name exactly one of header, cookie, uri (e.g. { header: X-User-Id })' };
     case 'maxProperties':
-      return { segs, message: `must name exactly one of header, cookie, uri, got ${Object.keys(getAt(data, segs) as object).join(', ')}` };
+      return { segs, message: `must name exactly one of ${Object.keys((parent?.properties as object) ?? {}).join(', ')}, got ${Object.keys(getAt(data, segs) as object).join(', ')}` };
     default:
       return { segs, message: err.message ?? 'is invalid' };
   }

@@ -9,6 +9,8 @@ import { parseDuration, parseSize } from '../../protocol/units.ts';
 import type { AppConfig, ProxyConfig, ResolverConfig, ServerConfig, UpstreamConfig } from '../config.ts';
 import { type Problems, show } from './messages.ts';
 import { BALANCE_VALUES, DEFAULTS } from './schema.ts';
+import path from 'node:path';
+import { normaliseCompress, normaliseLimits, normaliseRouteLimits, normaliseStatic, normaliseUpstreamQueue } from './edge.ts';
 
 const isObj = (v: unknown): v is Record<string, any> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
@@ -40,7 +42,7 @@ export function crossCheck(raw: Record<string, any>, problems: Problems): void {
     const u = upstreams[name];
     if (!isObj(u)) continue;
     if (isObj(u.timeouts)) {
-      for (const k of ['connect', 'read', 'send'] as const) {
+      for (const k of ['connect', 'read', 'send', 'tunnel_idle'] as const) {
         if (u.timeouts[k] !== undefined && parseDuration(u.timeouts[k]) === 0) problems.add(['upstreams', name, 'timeouts', k], 'must be more than 0 (e.g. "60s")');
       }
     }
@@ -152,6 +154,7 @@ export function normalise(raw: Record<string, any>, file: string): ProxyConfig {
         const out: ServerConfig = { address: a.address, weight: s.weight ?? 1, backup: s.backup ?? false, resolve: s.resolve ?? false };
         if (s.max_fails !== undefined) out.max_fails = s.max_fails;
         if (s.fail_timeout !== undefined) out.fail_timeout_ms = parseDuration(s.fail_timeout);
+        if (s.max_conns !== undefined) out.max_conns = s.max_conns;
         return out;
       }),
       max_fails: u.max_fails ?? D.max_fails,
@@ -172,6 +175,7 @@ export function normalise(raw: Record<string, any>, file: string): ProxyConfig {
         connect_ms: parseDuration(u.timeouts?.connect ?? D.timeouts.connect),
         read_ms: parseDuration(u.timeouts?.read ?? D.timeouts.read),
         send_ms: parseDuration(u.timeouts?.send ?? D.timeouts.send),
+        tunnel_idle_ms: parseDuration(u.timeouts?.tunnel_idle ?? D.timeouts.tunnel_idle),
       },
       retries: {
         tries: u.retries?.tries ?? D.retries.tries,
@@ -181,6 +185,7 @@ export function normalise(raw: Record<string, any>, file: string): ProxyConfig {
       body_buffer_size: parseSize(u.body_buffer_size ?? D.body_buffer_size),
       resolve_interval_ms: u.resolve_interval !== undefined ? parseDuration(u.resolve_interval) : resolver.interval_ms,
       resolver: { servers: [...resolver.servers], timeout_ms: resolver.timeout_ms },
+      queue: normaliseUpstreamQueue(u.queue),
     };
   }
   const admin = raw.admin === false ? null : { host: raw.admin?.host ?? DEFAULTS.admin.host, port: raw.admin?.port ?? DEFAULTS.admin.port };
@@ -194,19 +199,29 @@ export function normalise(raw: Record<string, any>, file: string): ProxyConfig {
     },
     admin: raw.admin === true || raw.admin === undefined || typeof raw.admin === 'object' ? admin : null,
     trust_proxy: raw.trust_proxy ?? false,
-    log: { level: log.level ?? DEFAULTS.log.level, access: log.access ?? DEFAULTS.log.access },
+    log: {
+      level: log.level ?? DEFAULTS.log.level,
+      access: log.access ?? DEFAULTS.log.access,
+      flush_interval_ms: parseDuration(log.flush_interval ?? DEFAULTS.log.flush_interval),
+    },
     limits: {
       max_header_size: parseSize(limits.max_header_size ?? DEFAULTS.limits.max_header_size),
       header_timeout_ms: parseDuration(limits.header_timeout ?? DEFAULTS.limits.header_timeout),
       keepalive_timeout_ms: parseDuration(limits.keepalive_timeout ?? DEFAULTS.limits.keepalive_timeout),
       max_connections: limits.max_connections ?? DEFAULTS.limits.max_connections,
       body_timeout_ms: parseDuration(limits.body_timeout ?? DEFAULTS.limits.body_timeout),
+      ...normaliseLimits(limits),
     },
+    compress: normaliseCompress(raw.compress),
     resolver,
     routes: (raw.routes as Record<string, any>[]).map((r) => ({
       match: { ...(r.match?.host !== undefined ? { host: r.match.host } : {}), path_prefix: r.match?.path_prefix ?? '/' },
-      upstream: r.upstream,
+      upstream: r.upstream ?? null,
       strip_prefix: r.strip_prefix ?? false,
+      static: normaliseStatic(r.static, (dir) => path.resolve(file === '<inline>' ? process.cwd() : path.dirname(file), dir)),
+      compress: normaliseCompress(r.compress === undefined ? raw.compress : r.compress),
+      limits: normaliseRouteLimits(r.limits),
+      upgrade: r.upgrade ?? true,
     })),
     upstreams,
     apps: ((raw.apps ?? []) as Record<string, any>[]).map(

@@ -3,11 +3,12 @@
 // need more than ajv's words (messages.ts).
 import { Ajv } from 'ajv';
 import { DURATION_RE, SIZE_RE } from '../../protocol/units.ts';
+import { edgeSchemas } from './edge.ts';
 
 export const DEFAULTS = {
   listen: { host: '0.0.0.0', port: 8080 },
   admin: { host: '127.0.0.1', port: 9901 },
-  log: { level: 'info', access: true },
+  log: { level: 'info', access: true, flush_interval: '1s' },
   limits: {
     max_header_size: 16 * 1024, // Node's --max-http-header-size default
     header_timeout: '60s', // client_header_timeout 60s
@@ -24,7 +25,7 @@ export const DEFAULTS = {
     connections_per_server: 4,
     // proxy_connect_timeout is 60s in NGINX; a loopback/LAN app server that does not
     // accept within 2s is down, and 60s of waiting per try only piles up clients.
-    timeouts: { connect: '2s', read: '60s', send: '60s' },
+    timeouts: { connect: '2s', read: '60s', send: '60s', tunnel_idle: '1h' },
     retries: { tries: 2, methods: ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'] },
     max_body: '1mb', // client_max_body_size 1m
     body_buffer_size: '64k', // client_body_buffer_size 16k (8k on 32-bit); 64k covers typical forms and JSON
@@ -50,6 +51,8 @@ const obj = (properties: Record<string, Schema>, required: string[] = []): Schem
   additionalProperties: false,
 });
 
+const EDGE = edgeSchemas({ duration, size, int, str, bool, obj });
+
 const SERVER_SCHEMA = obj(
   {
     address: str(),
@@ -59,6 +62,7 @@ const SERVER_SCHEMA = obj(
     resolve: bool(),
     max_fails: int(0),
     fail_timeout: duration(),
+    ...EDGE.server,
   },
   ['address'],
 );
@@ -92,11 +96,12 @@ const UPSTREAM_SCHEMA = obj({
   fail_timeout: duration(),
   health_check: HEALTH_CHECK_SCHEMA,
   connections_per_server: int(1, 1024),
-  timeouts: obj({ connect: duration(), read: duration(), send: duration() }),
+  timeouts: obj({ connect: duration(), read: duration(), send: duration(), tunnel_idle: duration() }),
   retries: obj({ tries: int(1, 20), methods: { type: 'array', items: { enum: [...HTTP_METHODS] } } }),
   max_body: size(),
   body_buffer_size: size(),
   resolve_interval: duration(),
+  ...EDGE.upstream,
 });
 
 const APP_SCHEMA = obj(
@@ -125,14 +130,16 @@ export const ROOT_SCHEMA = obj(
       additionalProperties: false,
     },
     trust_proxy: { type: ['boolean', 'array'], items: { type: 'string', 'x-kind': 'cidr' } },
-    log: obj({ level: { enum: [...LOG_LEVELS] }, access: bool() }),
+    log: obj({ level: { enum: [...LOG_LEVELS] }, access: bool(), flush_interval: duration() }),
     limits: obj({
       max_header_size: size(),
       header_timeout: duration(),
       keepalive_timeout: duration(),
       max_connections: int(0),
       body_timeout: duration(),
+      ...EDGE.limits,
     }),
+    compress: EDGE.compress,
     resolver: obj({ servers: { type: 'array', items: str() }, timeout: duration(), interval: duration() }),
     routes: {
       type: 'array',
@@ -142,8 +149,11 @@ export const ROOT_SCHEMA = obj(
           match: obj({ host: str(), path_prefix: { type: 'string', pattern: '^/', 'x-kind': 'path' } }),
           upstream: str(),
           strip_prefix: bool(),
+          ...EDGE.route,
+          upgrade: bool(),
         },
-        ['upstream'],
+        // a route needs upstream, static or both: checked in crossCheckEdge, which says so
+        [],
       ),
     },
     // Local appservers `gatewire up` starts before the proxy (which checks them and does not use them).

@@ -8,7 +8,7 @@
 // NAT or a frozen process).
 import net from 'node:net';
 import type { Readable } from 'node:stream';
-import { ErrorCode, MAX_VARS_SIZE } from '../../protocol/constants.ts';
+import { DEFAULT_MAX_CONCURRENT_STREAMS, ErrorCode, MAX_VARS_SIZE } from '../../protocol/constants.ts';
 import { GatewireSession, type GatewireStream, StreamResetError } from '../../protocol/session.ts';
 import { type Vars, varsSize } from '../../protocol/vars.ts';
 import type { UpstreamConfig } from '../config.ts';
@@ -25,12 +25,26 @@ const WHOLE_BODY_MAX = 256 * 1024;
 const EMPTY_BODY = Buffer.alloc(0);
 
 const kExchange = Symbol('gatewire.exchange');
+const kHostSessions = Symbol('gatewire.hostSessions');
+type TunnelStream = GatewireStream & { [kHostSessions]?: HostSessions };
+function onTunnelStreamClose(this: TunnelStream): void {
+  const hs = this[kHostSessions];
+  if (hs !== undefined) hs.tunnels--;
+}
 type TaggedStream = GatewireStream & { [kExchange]?: GatewireExchange };
+
+/** What waits for a session with a free stream: an exchange, or a tunnel being opened. */
+interface SessionWaiter {
+  start(session: GatewireSession): void;
+  abort(err: UpstreamError): void;
+}
 
 class HostSessions {
   readonly sessions: GatewireSession[] = [];
   connecting = 0;
-  readonly waiting = new HostQueue<GatewireExchange>();
+  /** Upgrade streams (tunnels) open or being opened on this host's sessions. */
+  tunnels = 0;
+  readonly waiting = new HostQueue<SessionWaiter>();
   closed = false;
   readonly host: Host;
   constructor(host: Host) {
@@ -96,7 +110,46 @@ export class GatewireTransport implements Transport {
 
   private canGrow(hs: HostSessions): boolean {
     const open = hs.sessions.length + hs.connecting;
-    return open < this.cfg.connections_per_server || open === 0;
+    // Tunnels hold their streams for as long as a WebSocket lives: the connections they fill
+    // do not count against connections_per_server, so they never starve ordinary requests.
+    return open < this.cfg.connections_per_server + Math.ceil(hs.tunnels / DEFAULT_MAX_CONCURRENT_STREAMS) || open === 0;
+  }
+
+  /**
+   * An upgrade stream (PROTOCOL.md 4.3) for a tunnel: on a session with a free stream (tunnels
+   * fill one connection before another is opened), or on a new connection when none has one.
+   * Fails with the connection's error (retryable when it never connected).
+   */
+  openUpgradeStream(host: Host, vars: Vars): Promise<GatewireStream> {
+    return new Promise((resolve, reject) => {
+      const hs = this.entry(host);
+      hs.tunnels++;
+      let settled = false;
+      const waiter: SessionWaiter = {
+        start(session) {
+          if (settled) return;
+          settled = true;
+          const stream = session.request(vars, { upgrade: true }) as TunnelStream;
+          // one shared listener, no closure: an idle tunnel's memory is a budget (≤ 8 KiB in the proxy)
+          stream[kHostSessions] = hs;
+          stream.on('close', onTunnelStreamClose);
+          resolve(stream);
+        },
+        abort(err) {
+          if (settled) return;
+          settled = true;
+          hs.tunnels--;
+          reject(err);
+        },
+      };
+      const best = hs.leastLoaded();
+      if (best !== null) {
+        waiter.start(best);
+        return;
+      }
+      hs.waiting.push(waiter);
+      if (hs.connecting * DEFAULT_MAX_CONCURRENT_STREAMS < hs.waiting.length && this.canGrow(hs)) this.connect(hs);
+    });
   }
 
   /** Puts an exchange on the least-loaded session, or queues it for one. */
@@ -153,7 +206,7 @@ export class GatewireTransport implements Transport {
         else if (this.canGrow(hs)) this.connect(hs);
         return;
       }
-      (hs.waiting.shift() as GatewireExchange).start(best);
+      (hs.waiting.shift() as SessionWaiter).start(best);
     }
   }
 

@@ -197,14 +197,31 @@ export async function startGunicornFlask(t: TestContext, name: string): Promise<
   return { name, address: `127.0.0.1:${port}`, proc };
 }
 
+/** Flask under waitress (HTTP/1.1, Debian's python3-waitress). */
+export async function startWaitressFlask(t: TestContext, name: string): Promise<Backend> {
+  const waitress = requireTool('waitress-serve');
+  const dir = scratch(t);
+  writeFileSync(path.join(dir, 'app.py'), FLASK_APP);
+  const port = await freePort();
+  const proc = startProcess(waitress, [`--listen=127.0.0.1:${port}`, '--threads=4', 'app:app'], {
+    cwd: dir,
+    env: { ...process.env, NAME: name, PYTHONPATH: dir },
+  });
+  t.after(() => proc.stop(5000));
+  await waitForListen(`127.0.0.1:${port}`, 20000).catch((err) => {
+    throw new Error(`${err.message}\n${proc.output()}`);
+  });
+  return { name, address: `127.0.0.1:${port}`, proc };
+}
+
 export interface UpstreamSpec {
   protocol?: 'gatewire' | 'uwsgi' | 'http';
-  servers: Array<{ address: string; weight?: number; backup?: boolean } | string>;
+  servers: Array<{ address: string; weight?: number; backup?: boolean; max_conns?: number } | string>;
   [key: string]: unknown;
 }
 
 export interface ProxySpec {
-  routes?: Array<{ match: { host?: string; path_prefix: string }; upstream: string; strip_prefix?: boolean }>;
+  routes?: Array<{ match: { host?: string; path_prefix: string }; upstream?: string; strip_prefix?: boolean; upgrade?: boolean; [key: string]: unknown }>;
   upstreams: Record<string, UpstreamSpec>;
   [key: string]: unknown;
 }
@@ -222,11 +239,11 @@ export interface RunningProxy {
 function configText(spec: ProxySpec, port: number, adminPort: number | null): string {
   const servers = (u: UpstreamSpec) => u.servers.map((s) => (typeof s === 'string' ? { address: s } : s));
   const cfg = {
-    listen: { host: '127.0.0.1', port },
+    listen: { host: '127.0.0.1', port, ...((spec.listen as object | undefined) ?? {}) },
     admin: adminPort === null ? false : { host: '127.0.0.1', port: adminPort },
     log: { level: 'info', access: true },
     routes: spec.routes ?? [{ match: { path_prefix: '/' }, upstream: Object.keys(spec.upstreams)[0] }],
-    ...Object.fromEntries(Object.entries(spec).filter(([k]) => k !== 'routes' && k !== 'upstreams')),
+    ...Object.fromEntries(Object.entries(spec).filter(([k]) => k !== 'routes' && k !== 'upstreams' && k !== 'listen')),
     upstreams: Object.fromEntries(Object.entries(spec.upstreams).map(([k, u]) => [k, { ...u, servers: servers(u) }])),
   };
   return JSON.stringify(cfg, null, 2);

@@ -9,11 +9,13 @@ const APT_HINT: Record<string, string> = {
   gunicorn: 'gunicorn python3-flask',
   apache2: 'apache2',
   dnsmasq: 'dnsmasq',
+  'redis-server': 'redis-server',
   wrk: 'wrk',
   'docker-compose': 'docker-compose',
   dockerd: 'docker.io',
   containerd: 'docker.io',
   runc: 'docker.io',
+  chromium: 'chromium',
 };
 
 const SEARCH_PATH = ['/usr/sbin', '/usr/bin', '/sbin', '/bin', '/usr/local/bin', '/usr/local/sbin'];
