@@ -11,6 +11,7 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY protocol ./protocol
 COPY proxy ./proxy
 COPY appserver ./appserver
+COPY supervisor ./supervisor
 COPY cli ./cli
 COPY examples ./examples
 COPY deploy ./deploy

@@ -1,9 +1,9 @@
 // `gatewire serve APP_MODULE ...`: the master (default), a managed worker
 // (forked by the master, GATEWIRE_ROLE=worker), or the in-process server
-// (--workers 0 / --no-master).
-import { Master } from './master.ts';
+// (--workers 0 / --no-master). Each role imports only its own code: the
+// master never loads the app server, the app or pino.
+import { isSupervisedWorker } from '../supervisor/worker.ts';
 import { parseServeOptions, SERVE_USAGE, UsageError } from './options.ts';
-import { runInProcess, runManagedWorker } from './worker.ts';
 
 export async function runServe(argv: string[]): Promise<number> {
   let opts: ReturnType<typeof parseServeOptions>;
@@ -18,7 +18,7 @@ export async function runServe(argv: string[]): Promise<number> {
     process.stdout.write(`${SERVE_USAGE}\n`);
     return 0;
   }
-  if (process.env.GATEWIRE_ROLE === 'worker' && process.send) return runManagedWorker(opts);
-  if (opts.workers === 0) return runInProcess(opts);
-  return new Master(opts, argv).start();
+  if (isSupervisedWorker()) return (await import('./worker.ts')).runManagedWorker(opts);
+  if (opts.workers === 0) return (await import('./worker.ts')).runInProcess(opts);
+  return (await import('./master.ts')).runMaster(opts, argv);
 }

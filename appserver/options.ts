@@ -1,9 +1,11 @@
 // `gatewire serve` options: command line first, then GATEWIRE_* environment
 // variables (for containers), then defaults. Parsed with node:util's
-// parseArgs (no hand-written argv parser).
-import { parseArgs } from 'node:util';
+// parseArgs (no hand-written argv parser). Also read by the master: node:util
+// without its ES module facade (see supervisor/listen.ts).
 import { parseSize as parseSizeValue } from '../protocol/units.ts';
 import { DEFAULT_MAX_CONCURRENT_STREAMS } from '../protocol/constants.ts';
+
+const { parseArgs } = process.getBuiltinModule('node:util');
 
 export type AppInterface = 'fetch' | 'node' | 'auto';
 

@@ -1,7 +1,7 @@
 // uWSGI-style stats: `--stats HOST:PORT` answers every HTTP request with one
 // JSON document describing the master and each worker.
 import http from 'node:http';
-import { parseListenAddress } from './listen.ts';
+import { parseListenAddress } from '../supervisor/listen.ts';
 
 export interface WorkerStats {
   id: number;

@@ -3,24 +3,12 @@
 import type { Server } from 'node:net';
 import { AppLoadError, type LoadedApp, loadApp } from './app.ts';
 import { installLightResponse } from './fetch-response.ts';
-import { applySocketMode, describeBound, listenServer, parseListenAddress, removeSocketFile } from './listen.ts';
+import { applySocketMode, describeBound, listenServer, parseListenAddress, removeSocketFile } from '../supervisor/listen.ts';
 import { createLogger, type Logger } from './log.ts';
 import type { ServeOptions } from './options.ts';
 import { AppServer } from './server.ts';
+import { joinSupervisor, reportFatal, workerId } from '../supervisor/worker.ts';
 import { startStatsServer, type WorkerStats } from './stats.ts';
-
-/** Master ⇄ worker messages (IPC). */
-export type ToWorker = { t: 'listen'; index: number; total: number } | { t: 'stop' };
-export type FromWorker =
-  | { t: 'loaded'; kind: string }
-  | { t: 'ready' }
-  | { t: 'fatal'; message: string }
-  | { t: 'hb'; requests: number; inflight: number; connections: number; rss: number }
-  | { t: 'recycle' };
-
-function send(msg: FromWorker): void {
-  if (process.connected) process.send!(msg);
-}
 
 async function load(opts: ServeOptions, log: Logger): Promise<LoadedApp | null> {
   // Before the app's module runs, so that its `new Response(...)` is the light one.
@@ -30,68 +18,47 @@ async function load(opts: ServeOptions, log: Logger): Promise<LoadedApp | null> 
   } catch (err) {
     const message = err instanceof AppLoadError ? err.message : String((err as Error)?.stack ?? err);
     log.error({ app: opts.app }, message);
-    send({ t: 'fatal', message });
+    reportFatal(message);
     return null;
   }
 }
 
 /** Managed worker: receives the master's bound sockets, serves, heartbeats, stops when told. */
 export async function runManagedWorker(opts: ServeOptions): Promise<number> {
-  const id = Number(process.env.GATEWIRE_WORKER_ID ?? 0);
-  const log = createLogger(opts.logLevel, { worker: id });
+  const log = createLogger(opts.logLevel, { worker: workerId() });
   const app = await load(opts, log);
-  if (app === null) {
-    process.disconnect?.();
-    return 1;
-  }
+  if (app === null) return 1;
   const server = new AppServer(app, opts, log);
-  let stopping = false;
-  const stop = (why: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ why, inflight: server.counters.inflight }, 'worker stopping gracefully');
-    server.stop(opts.gracefulTimeout * 1000).then(() => {
-      clearInterval(beat);
-      process.exit(0);
-    });
-  };
+  const link = joinSupervisor(
+    {
+      listen: (handle) =>
+        new Promise((resolve, reject) => {
+          const listener = server.createListener();
+          listener.once('error', reject);
+          listener.listen(handle as never, () => resolve());
+        }),
+      stop: (why) => {
+        log.info({ why, inflight: server.counters.inflight }, 'worker stopping gracefully');
+        return server.stop(opts.gracefulTimeout * 1000);
+      },
+      load: () => {
+        const c = server.counters;
+        return { requests: c.requests, inflight: c.inflight, connections: c.connections };
+      },
+    },
+    // The heartbeat is how the master sees a blocked event loop (harakiri).
+    { heartbeatMs: Math.max(50, Math.min(1000, (opts.timeout * 1000) / 4)), info: app.kind, drainDelayMs: opts.drainDelay * 1000 },
+  );
   let recycleAsked = false;
   if (opts.maxRequests > 0) {
     server.onRequestDone = (n) => {
       if (!recycleAsked && n >= opts.maxRequests) {
         recycleAsked = true;
         log.info({ requests: n }, 'max-requests reached: asking the master for a replacement');
-        send({ t: 'recycle' });
+        link.recycle();
       }
     };
   }
-  // The heartbeat is how the master sees a blocked event loop (harakiri).
-  const beatMs = Math.max(50, Math.min(1000, (opts.timeout * 1000) / 4));
-  const heartbeat = () => {
-    const c = server.counters;
-    send({ t: 'hb', requests: c.requests, inflight: c.inflight, connections: c.connections, rss: process.memoryUsage.rss() });
-  };
-  const beat = setInterval(heartbeat, beatMs);
-  let listening = 0;
-  process.on('message', (msg: ToWorker, handle: unknown) => {
-    if (msg.t === 'listen') {
-      const listener = server.createListener();
-      listener.listen(handle as never, () => {
-        if (++listening === msg.total) {
-          heartbeat();
-          send({ t: 'ready' });
-        }
-      });
-    } else if (msg.t === 'stop') stop('master asked');
-  });
-  // The master is gone (killed): finish what is in flight and leave.
-  process.on('disconnect', () => stop('master went away'));
-  // SIGTERM to the whole group (systemd's KillMode=control-group): drain along with the master.
-  process.on('SIGTERM', () => setTimeout(() => stop('SIGTERM'), opts.drainDelay * 1000));
-  // Ctrl-C reaches the whole process group: the master coordinates the stop.
-  process.on('SIGINT', () => {});
-  process.on('SIGHUP', () => {});
-  send({ t: 'loaded', kind: app.kind });
   return -1;
 }
 

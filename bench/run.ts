@@ -1,4 +1,4 @@
-// `npm run bench [-- --quick] [--only hello,64k,post,sse,idle,bulk,elist,eitem,epost,ws,ws-idle,static] [--configs 2,3,x] [--rounds N] [--cpu-prof DIR]`
+// `npm run bench [-- --quick] [--only hello,64k,post,sse,idle,bulk,elist,eitem,epost,ws,ws-idle,static] [--configs 2,3,x] [--workers N] [--rounds N] [--cpu-prof DIR]`
 // (ws, ws-idle: the WebSocket scenarios of bench/websocket.ts, with their own configurations W1–W3; static: bench/static.ts, gatewire vs nginx serving files)
 //
 // Starts every configuration of the bench issue on loopback, loads it from a
@@ -16,7 +16,7 @@ import { tempDir } from '../test/helpers/net.ts';
 import { ROOT } from '../test/helpers/procs.ts';
 import { type Configuration, type Group, type Running, selectConfigurations } from './lib/configs.ts';
 import { download, fetchOnce, openIdleConnections, runSse, upload } from './lib/http-client.ts';
-import { ForeignLoad, TierMonitor, type TierUsage, tierRssKb, waitForCalm } from './lib/procfs.ts';
+import { ForeignLoad, selfAndChildrenCpuSeconds, TierMonitor, type TierUsage, tierRssKb, waitForCalm } from './lib/procfs.ts';
 import { median, ratio, sum } from './lib/stats.ts';
 import { type Column, markdownTable, type TableRow } from './lib/table.ts';
 import { runWrk, writePostScript } from './lib/wrk.ts';
@@ -45,6 +45,7 @@ const RPS_COLUMNS: Column[] = [
   { key: 'errors', title: 'errors' },
   { key: 'proxyCpuUs', title: 'proxy CPU µs/req' },
   { key: 'appCpuUs', title: 'app CPU µs/req' },
+  { key: 'wrkCpuUs', title: 'wrk CPU µs/req' },
   { key: 'proxyRssMiB', title: 'proxy peak RSS MiB (per process)', digits: 1 },
   { key: 'appRssMiB', title: 'app peak RSS MiB (per process)', digits: 1 },
   { key: 'foreignCores', title: 'other load (cores)', digits: 2 },
@@ -237,7 +238,10 @@ async function wrkScenario(s: Scenario, r: Running, set: Settings, dir: string, 
   if (warm && set.warmS > 0) await runWrk({ url, connections: set.connections, durationS: set.warmS, script, timeoutS });
   const tiers = new Tiers(r);
   tiers.start();
+  // the load generator's CPU: wrk is this process's child, reaped when runWrk resolves
+  const gen0 = selfAndChildrenCpuSeconds();
   const { result, output } = await runWrk({ url, connections: set.connections, durationS: set.durationS, script, timeoutS });
+  const genCpu = selfAndChildrenCpuSeconds() - gen0;
   const usage = tiers.stop();
   if (result.errors > 0) errorSamples.push(`wrk: ${output.split('\n').filter((l) => /Socket errors|Non-2xx/.test(l)).join('; ').trim()}`);
   return {
@@ -248,6 +252,7 @@ async function wrkScenario(s: Scenario, r: Running, set: Settings, dir: string, 
       requests: result.requests,
       ...usageValues('proxy', usage.proxy, result.requests),
       ...usageValues('app', usage.app, result.requests),
+      wrkCpuUs: result.requests > 0 ? (genCpu * 1e6) / result.requests : Number.NaN,
       foreignCores: tiers.foreignCores,
     },
     errors: result.errors + (bad ? 1 : 0),
@@ -419,12 +424,14 @@ async function main(): Promise<void> {
       duration: { type: 'string' },
       'cpu-prof': { type: 'string' },
       json: { type: 'string' },
+      workers: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
   if (args.help) {
     process.stdout.write(
-      'usage: npm run bench -- [--quick] [--only hello,64k,post,elist,eitem,epost,sse,idle,bulk,ws,ws-idle,static] [--configs 0,1,2,3,4,5,6,7,x2,x3] [--rounds N] [--duration S] [--cpu-prof DIR] [--json FILE]\n',
+      'usage: npm run bench -- [--quick] [--only hello,64k,post,elist,eitem,epost,sse,idle,bulk,ws,ws-idle,static] [--configs 0,1,2,3,4,5,6,7,x2,x3] [--workers N] [--rounds N] [--duration S] [--cpu-prof DIR] [--json FILE]\n' +
+        '  --workers N   also run (2w): configuration 2 with `gatewire proxy --workers N`, compared with (2) in its own section\n',
     );
     return;
   }
@@ -446,7 +453,9 @@ async function main(): Promise<void> {
   };
   const only = args.only ? new Set(args.only.split(',').map((s) => s.trim())) : undefined;
   const scenarios = SCENARIOS.filter((s) => !only || only.has(s.id));
-  const configs = selectConfigurations(args.configs);
+  const proxyWorkers = args.workers === undefined ? undefined : Number(args.workers);
+  if (proxyWorkers !== undefined && !(Number.isInteger(proxyWorkers) && proxyWorkers >= 2)) throw new Error('--workers needs a number of proxy workers >= 2');
+  const configs = selectConfigurations(args.configs, proxyWorkers);
   const wsEcho = !only || only.has('ws');
   const wsIdle = !only || only.has('ws-idle');
   // static files (issue 14) compare gatewire with nginx on their own, outside the configurations
@@ -590,6 +599,28 @@ function barCheck(scenarios: Record<string, { rows: Array<{ id: string; median: 
   return lines;
 }
 
+/**
+ * (2w) against (2): the proxy's req/s with N workers over one, and where the machine's CPU went
+ * (cores = CPU µs/req × req/s): the load generator shares the cores with both tiers, so a
+ * ratio below N× is expected on a machine with no core to spare.
+ */
+function workersSection(scenarios: Record<string, { title: string; rows: Array<{ id: string; median: Record<string, number> }> }>): string[] {
+  const lines: string[] = [];
+  for (const [id, sc] of Object.entries(scenarios)) {
+    const one = sc.rows.find((r) => r.id === '2')?.median;
+    const many = sc.rows.find((r) => r.id === '2w')?.median;
+    if (!one || !many || !Number.isFinite(one.rps) || !Number.isFinite(many.rps)) continue;
+    const cores = (m: Record<string, number>, k: string) => ((m[k] ?? Number.NaN) * m.rps) / 1e6;
+    const cpu = (m: Record<string, number>) =>
+      `proxy ${cores(m, 'proxyCpuUs').toFixed(2)} + app ${cores(m, 'appCpuUs').toFixed(2)} + wrk ${cores(m, 'wrkCpuUs').toFixed(2)} cores`;
+    const r = ratio(many.rps, one.rps);
+    lines.push(
+      `- ${id}: (2w) ${Math.round(many.rps)} req/s ÷ (2) ${Math.round(one.rps)} req/s = **${r.toFixed(2)}×** (target ≥ 1.3×: ${r >= 1.3 ? 'met' : '**NOT met**'}); CPU (2) ${cpu(one)}; (2w) ${cpu(many)}; proxy µs/req ${one.proxyCpuUs?.toFixed(0)} → ${many.proxyCpuUs?.toFixed(0)}`,
+    );
+  }
+  return lines.length ? ['## Proxy workers: (2w) against (2)', '', ...lines] : [];
+}
+
 function buildReport(
   scenarios: Scenario[],
   configs: Configuration[],
@@ -682,6 +713,11 @@ function buildReport(
       out.push('');
     }
     (json.scenarios as Record<string, unknown>)[s.id] = { title: s.title, primary: s.primary, rows: jsonRows };
+  }
+  const split = workersSection(json.scenarios as Record<string, { title: string; rows: Array<{ id: string; median: Record<string, number> }> }>);
+  if (split.length) {
+    out.push(...split, '');
+    json.workers = split;
   }
   const bar = barCheck(json.scenarios as Record<string, { rows: Array<{ id: string; median: Record<string, number> }> }>);
   if (bar.length) {

@@ -1,7 +1,6 @@
 // `gatewire <command>`: dispatches to the subcommands, each loaded only when used
 // so that `gatewire serve` never pays for Fastify and `gatewire proxy` never
 // loads the app-server code.
-import { readFileSync } from 'node:fs';
 
 const USAGE = `usage: gatewire <command> [options]
 
@@ -25,7 +24,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'version':
     case '--version':
     case '-v': {
-      const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+      const pkg = JSON.parse(process.getBuiltinModule('node:fs').readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
       process.stdout.write(`gatewire ${pkg.version}\n`);
       return 0;
     }

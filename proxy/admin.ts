@@ -2,7 +2,12 @@
 // the public listener) with GET /metrics, /status and /healthz — NGINX's
 // stub_status, in Prometheus and JSON.
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import type { ProxyMetrics } from './metrics.ts';
+
+/** What /metrics serves: a ProxyMetrics, or the master's sum over its workers (proxy/master.ts). */
+export interface MetricsSource {
+  readonly contentType: string;
+  text(): Promise<string>;
+}
 
 export interface AdminServer {
   close(): Promise<void>;
@@ -14,8 +19,8 @@ export interface AdminServer {
 export async function startAdmin(opts: {
   host: string;
   port: number;
-  metrics: ProxyMetrics;
-  status: () => object;
+  metrics: MetricsSource;
+  status: () => object | Promise<object>;
   logger?: FastifyBaseLogger;
 }): Promise<AdminServer> {
   const app = (Fastify as unknown as (o: object) => FastifyInstance)({
@@ -25,8 +30,8 @@ export async function startAdmin(opts: {
     logController: new (Fastify as unknown as { LogController: new (o: object) => unknown }).LogController({ disableRequestLogging: true }),
   });
   app.get('/metrics', async (_req, reply) => {
-    reply.header('content-type', opts.metrics.registry.contentType);
-    return opts.metrics.registry.metrics();
+    reply.header('content-type', opts.metrics.contentType);
+    return opts.metrics.text();
   });
   app.get('/status', async () => opts.status());
   app.get('/healthz', async (_req, reply) => {

@@ -1,22 +1,37 @@
 // `gatewire proxy --config FILE [--check]`: load and validate the config (nginx -t
 // with --check), serve, reload on SIGHUP (a bad new config is logged and the
 // running one kept), stop gracefully on SIGTERM/SIGINT (close-with-grace: stop
-// accepting, let in-flight exchanges finish, flush the log, then exit 0).
+// accepting, let in-flight exchanges finish, flush the log, then exit 0). With
+// --workers N (or `workers:` in the config) this process becomes the master of
+// N workers (proxy/master.ts); a worker it forks comes back here and runs
+// proxy/worker.ts.
+import { availableParallelism } from 'node:os';
 import closeWithGrace from 'close-with-grace';
 import { createProxyLog } from './access-log.ts';
 import { ConfigError, loadConfig, type ProxyConfig } from './config.ts';
 import { ProxyServer } from './server.ts';
+import { isSupervisedWorker } from '../supervisor/worker.ts';
 
 const USAGE = `usage: gatewire proxy --config FILE [--check]
 
   --config FILE   the proxy config (YAML or JSON); default ./gatewire.yaml
   --check         validate the config and exit (0: valid, 1: invalid), like nginx -t
-  --grace MS      how long a graceful stop waits for in-flight requests (default 10000)`;
+  --grace MS      how long a graceful stop waits for in-flight requests (default 10000)
+  --workers N     worker processes accepting on the listening socket, or auto (one per core);
+                  overrides workers: in the config; 1 (the default) serves in this process`;
 
-function parseArgs(argv: string[]): { config: string; check: boolean; graceMs: number } | string {
+interface ProxyArgs {
+  config: string;
+  check: boolean;
+  graceMs: number;
+  workers: number | 'auto' | undefined;
+}
+
+function parseArgs(argv: string[]): ProxyArgs | string {
   let config = 'gatewire.yaml';
   let check = false;
   let graceMs = 10_000;
+  let workers: number | 'auto' | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--config' || a === '-c') {
@@ -28,10 +43,22 @@ function parseArgs(argv: string[]): { config: string; check: boolean; graceMs: n
     else if (a === '--grace') {
       graceMs = Number(argv[++i]);
       if (!Number.isFinite(graceMs) || graceMs < 0) return '--grace needs a number of milliseconds';
+    } else if (a === '--workers' || a.startsWith('--workers=')) {
+      const v = a === '--workers' ? argv[++i] : a.slice(10);
+      if (v === 'auto') workers = 'auto';
+      else {
+        workers = Number(v);
+        if (!Number.isInteger(workers) || workers < 1) return `--workers needs a number of processes (1 or more) or auto, got '${v ?? ''}'`;
+      }
     } else if (a === '--help' || a === '-h') return '';
     else return `unknown option '${a}'`;
   }
-  return { config, check, graceMs };
+  return { config, check, graceMs, workers };
+}
+
+/** `auto`: one worker per core the process may use, as NGINX's worker_processes auto. */
+export function workerCount(workers: number | 'auto'): number {
+  return workers === 'auto' ? availableParallelism() : workers;
 }
 
 export async function runProxy(argv: string[]): Promise<number> {
@@ -44,6 +71,7 @@ export async function runProxy(argv: string[]): Promise<number> {
     process.stderr.write(`gatewire proxy: ${args}\n\n${USAGE}\n`);
     return 2;
   }
+  if (isSupervisedWorker()) return (await import('./worker.ts')).runProxyWorker(args.graceMs);
   let config: ProxyConfig;
   try {
     config = await loadConfig(args.config);
@@ -59,6 +87,8 @@ export async function runProxy(argv: string[]): Promise<number> {
     process.stdout.write(`gatewire proxy: configuration file ${args.config} test is successful\n`);
     return 0;
   }
+  const workers = workerCount(args.workers ?? config.workers);
+  if (workers > 1) return (await import('./master.ts')).runProxyMaster({ configFile: args.config, config, workers, graceMs: args.graceMs });
 
   const { log, flush, flushSync } = createProxyLog(config.log.level, config.log.flush_interval_ms);
   // Metrics are read on the admin server only: without it, prom-client is not even loaded

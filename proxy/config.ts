@@ -31,6 +31,8 @@ export interface ProxyConfig {
   listen: { host: string; port: number; tls?: { cert: string; key: string }; http2: boolean };
   /** Default 127.0.0.1:9901; `admin: false` disables. */
   admin: { host: string; port: number } | null;
+  /** Worker processes (NGINX's worker_processes): 1 = this process serves, no master; 'auto' = one per core. */
+  workers: number | 'auto';
   /** CIDRs whose X-Forwarded-For is trusted (appended either way). */
   trust_proxy: boolean | string[];
   /** flush_interval: how long a log line may wait in the buffer (NGINX's access_log flush=). */
@@ -190,6 +192,7 @@ export const DEFAULT_CONFIG_EXAMPLE = `# gatewire proxy config (YAML; JSON works
 listen: { host: 127.0.0.1, port: 8080 }   # optional: tls: { cert: FILE, key: FILE }, http2: true
 admin: { host: 127.0.0.1, port: 9901 }    # GET /metrics, /status, /healthz; admin: false disables
 trust_proxy: false                        # or a list of CIDRs whose X-Forwarded-For is trusted
+workers: 1                                # worker processes under one master; auto = one per core
 log: { level: info, access: true, flush_interval: 1s }   # lines are buffered; flushed on SIGHUP and on stop
 limits: { max_header_size: 16k, header_timeout: 60s, body_timeout: 60s, keepalive_timeout: 75s, max_connections: 0 }
 resolver: { interval: 5s, timeout: 2s }   # servers: ["127.0.0.1:53"]; none = the system resolver

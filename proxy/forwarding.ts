@@ -86,12 +86,6 @@ export function forwardedHeaders(req: IncomingMessage, ctx: ForwardingContext): 
   return out;
 }
 
-/** The value of `name` (lower-case) in a forwarded list, or undefined. */
-export function headerValue(list: readonly string[], name: string): string | undefined {
-  for (let i = 0; i < list.length; i += 2) if (list[i] === name) return list[i + 1];
-  return undefined;
-}
-
 /** The upstream's response head as the client gets it: hop-by-hop names removed, X-Request-Id always set. */
 export function rewriteResponseHeaders(headers: Record<string, unknown>, requestId: string): Record<string, unknown> {
   for (const name of HOP_BY_HOP) if (headers[name] !== undefined) delete headers[name];

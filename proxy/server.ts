@@ -28,6 +28,7 @@ import { TimeoutSweeper } from './transports/base.ts';
 import { TunnelManager } from './tunnels.ts';
 import type { UpstreamError } from './errors.ts';
 import type { RuntimeOptions } from './upstream-runtime.ts';
+import type { UpstreamPool } from './upstreams.ts';
 
 export interface ProxyServerOptions extends RuntimeOptions {
   logger?: Logger;
@@ -194,8 +195,11 @@ export class ProxyServer {
     if (this.accessLog) logAccess(this.log, ex, status, res.getHeader('x-request-id') ?? ex.requestId, bytes.out, ms);
   }
 
-  /** Starts the upstreams and listens; returns the URL of the address actually bound. */
-  async listen(): Promise<string> {
+  /**
+   * Starts the upstreams and listens, on the config's address or on a bound socket handle inherited
+   * from a supervisor (proxy/worker.ts); returns the URL of the address actually bound.
+   */
+  async listen(handle?: object): Promise<string> {
     const { host, port } = this.gen.config.listen;
     for (const r of this.gen.runtimes.values()) r.start();
     const scheme = this.gen.config.listen.tls ? 'https' : 'http';
@@ -208,7 +212,8 @@ export class ProxyServer {
       first = false;
       return text;
     };
-    await this.app.listen({ host, port, listenTextResolver });
+    // with a handle, `host` only keeps Fastify from also binding ::1 for "localhost"
+    await this.app.listen(handle ? ({ handle, host: '127.0.0.1', listenTextResolver } as object) : { host, port, listenTextResolver });
     this.gaugeTimer = setInterval(() => this.updateGauges(), 1000);
     this.gaugeTimer.unref();
     return boundUrl(this.app.server.address(), scheme);
@@ -247,6 +252,11 @@ export class ProxyServer {
       this.log.warn('listen and admin addresses change only on restart; kept the running ones');
     }
     return { changed };
+  }
+
+  /** The pool of an upstream of the running config (a worker applies the master's health and DNS to it). */
+  pool(upstream: string): UpstreamPool | undefined {
+    return this.gen.runtimes.get(upstream)?.pool;
   }
 
   status(): object {

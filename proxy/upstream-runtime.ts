@@ -99,7 +99,7 @@ export class UpstreamRuntime {
 }
 
 /** A health probe: `GET path` through the same transport as traffic; resolves with the status. */
-async function probe(transport: Transport, host: Host, path: string, timeoutMs: number): Promise<number> {
+export async function probe(transport: Transport, host: Host, path: string, timeoutMs: number): Promise<number> {
   const req: TransportRequest = {
     method: 'GET',
     path,

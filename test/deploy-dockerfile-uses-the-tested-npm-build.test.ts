@@ -47,6 +47,10 @@ test('build steps are `npm ci` then the package.json build script; the runtime i
     if (m) assert.ok(pkg.scripts[m[1]], `package.json has the script ${m[1]}`);
   }
   assert.equal(pkg.scripts.build, 'node bin/build-dist.js');
+  // Everything the build compiles is in the build stage (a source directory left out fails only in Docker).
+  const included = JSON.parse(readFileSync(path.join(ROOT, 'tsconfig.build.json'), 'utf8').replace(/^\s*\/\/.*$/gm, '')).include as string[];
+  const copied = build.instructions.filter((i) => i.op === 'COPY' && !i.flags.from).flatMap((i) => i.args.slice(0, -1));
+  for (const dir of included) assert.ok(copied.includes(dir), `the build stage copies ${dir} (tsconfig.build.json includes it)`);
   const runtimeCmds = runCommands(runtime);
   assert.ok(
     runtimeCmds.some((c) => /^npm ci\b.*--omit=dev/.test(c)),

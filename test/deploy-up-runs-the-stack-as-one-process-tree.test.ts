@@ -22,8 +22,8 @@ function userEnv(tmp: string): NodeJS.ProcessEnv {
   return env;
 }
 
-/** What `up` and its children left in `dir` (tsx's own compile cache, tsx-*, is not theirs). */
-const leftovers = (dir: string) => readdirSync(dir).filter((n) => !n.startsWith('tsx-'));
+/** What `up` and its children left in `dir` (tsx's and Node's compile caches, tsx-* and node-compile-cache, are not theirs). */
+const leftovers = (dir: string) => readdirSync(dir).filter((n) => !n.startsWith('tsx-') && n !== 'node-compile-cache');
 
 async function getText(url: string): Promise<{ status: number; body: string }> {
   const res = await fetch(url, { signal: AbortSignal.timeout(20_000) });
@@ -47,7 +47,7 @@ test('embedded default: serves on --port, Ctrl-C exits 0 with no process and no 
   t.after(cleanup);
   const port = await freePort();
   const adminPort = await freePort();
-  const up = startGatewire(['up', '--port', String(port), '--admin-port', String(adminPort)], { env: userEnv(dir) });
+  const up = startGatewire(['up', '--port', String(port), '--admin-port', String(adminPort), '--proxy-workers', '2'], { env: userEnv(dir) });
   t.after(() => up.stop(2000));
   await up.waitFor(new RegExp(`gatewire is up: open http://127\\.0\\.0\\.1:${port}/`), UP_TIMEOUT);
 
@@ -70,7 +70,12 @@ test('embedded default: serves on --port, Ctrl-C exits 0 with no process and no 
   const cmdlines = tree.map(cmdlineOf);
   assert.ok(cmdlines.some((c) => / proxy --config /.test(c)), `a proxy child: ${cmdlines.join(' | ')}`);
   assert.ok(cmdlines.some((c) => / serve .*--listen unix:.*app\.sock --workers 2/.test(c)), `an appserver child: ${cmdlines.join(' | ')}`);
-  assert.ok(tree.length >= 4, `proxy + appserver master + 2 workers, got ${tree.length}: ${cmdlines.join(' | ')}`);
+  assert.ok(tree.length >= 6, `proxy master + 2 workers + appserver master + 2 workers, got ${tree.length}: ${cmdlines.join(' | ')}`);
+  const proxyMaster = tree.find((p) => / proxy --config [^ ]+$/.test(cmdlineOf(p)));
+  assert.ok(proxyMaster, `the proxy master: ${cmdlines.join(' | ')}`);
+  assert.equal(descendants(proxyMaster).length, 2, '--proxy-workers 2: two proxy workers under the proxy master');
+  const status = (await (await fetch(`http://127.0.0.1:${adminPort}/status`)).json()) as { workers: unknown[] };
+  assert.equal(status.workers.length, 2, 'the admin /status answers for both proxy workers');
 
   up.kill('SIGINT');
   const code = await withTimeout(up.exited, 60_000, '`gatewire up` did not exit on SIGINT');

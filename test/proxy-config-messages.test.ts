@@ -104,7 +104,7 @@ test('top-level mistakes: missing routes and upstreams, unknown keys without a n
     'gatewire.yaml:1:1: routes: missing required key (add routes: [{ match: { path_prefix: / }, upstream: NAME }])',
     'gatewire.yaml:1:1: upstreams: missing required key (add upstreams: { NAME: { servers: [{ address: "127.0.0.1:9000" }] } })',
     'gatewire.yaml:1:9: listen: expected a mapping, got 8080',
-    'gatewire.yaml:2:1: foo: unknown key (allowed: listen, admin, trust_proxy, log, limits, compress, resolver, routes, apps, upstreams)',
+    'gatewire.yaml:2:1: foo: unknown key (allowed: listen, admin, trust_proxy, workers, log, limits, compress, resolver, routes, apps, upstreams)',
     'gatewire.yaml:3:15: log.level: "verbose" is not one of fatal, error, warn, info, debug, trace, silent',
   ]);
 });

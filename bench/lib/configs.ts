@@ -176,8 +176,9 @@ async function startGatewireServe(o: StartOptions, listen: string, app = 'gatewi
 /**
  * `gatewire proxy` with the default config but for what the bench needs (ports, limits): the access
  * log is on, as users run it, unless `accessLog: false` (the row that shows what it costs).
+ * `workers` > 1 runs it as a master and that many workers (--workers).
  */
-async function startGatewireProxy(o: StartOptions, protocol: 'gatewire' | 'uwsgi', address: string, accessLog = true): Promise<{ proc: Proc; port: number }> {
+async function startGatewireProxy(o: StartOptions, protocol: 'gatewire' | 'uwsgi', address: string, accessLog = true, workers = 1): Promise<{ proc: Proc; port: number }> {
   const port = await freePort();
   const file = path.join(o.dir, 'proxy.json');
   const config = {
@@ -200,7 +201,7 @@ async function startGatewireProxy(o: StartOptions, protocol: 'gatewire' | 'uwsgi
     },
   };
   writeFileSync(file, JSON.stringify(config, null, 2));
-  const proc = gatewire(['proxy', '--config', file], o);
+  const proc = gatewire(['proxy', '--config', file, ...(workers > 1 ? ['--workers', String(workers)] : [])], o);
   try {
     await ready(proc, `127.0.0.1:${port}`);
   } catch (err) {
@@ -380,8 +381,31 @@ export const CONFIGURATIONS: Configuration[] = [
 ];
 
 /** `--configs 2,3`: "2" selects 2 and 2t. */
-export function selectConfigurations(filter: string | undefined): Configuration[] {
-  if (!filter) return CONFIGURATIONS;
+/**
+ * `--workers N`: configuration 2 with the gatewire proxy running N workers (its master counted in
+ * the proxy tier), measured next to configuration 2 in the same run. The app tier stays as in (2).
+ */
+export function proxyWorkersConfiguration(workers: number): Configuration {
+  return {
+    id: '2w',
+    label: `gatewire proxy --workers ${workers} → gatewire serve (native, Unix socket)`,
+    workers: `gatewire proxy: master + ${workers} workers; gatewire serve: master + 1 worker`,
+    start: (o) =>
+      chain(
+        async () => {
+          const sock = `unix:${path.join(o.dir, 'app.sock')}`;
+          return { proc: await startGatewireServe(o, sock), sock };
+        },
+        (b) => startGatewireProxy(o, 'gatewire', b.sock, true, workers),
+      ),
+  };
+}
+
+export function selectConfigurations(filter: string | undefined, proxyWorkers?: number): Configuration[] {
+  const all = proxyWorkers ? [...CONFIGURATIONS, proxyWorkersConfiguration(proxyWorkers)] : CONFIGURATIONS;
+  if (!filter) return all;
   const wanted = filter.split(',').map((s) => s.trim()).filter(Boolean);
-  return CONFIGURATIONS.filter((c) => wanted.some((w) => c.id === w || c.id.replace(/\D+$/, '') === w));
+  // --workers adds (2w) to whatever --configs names, with (2) to compare it with
+  const exact = proxyWorkers ? ['2', '2w'] : [];
+  return all.filter((c) => exact.includes(c.id) || wanted.some((w) => c.id === w || (c.id !== '2w' && c.id.replace(/\D+$/, '') === w)));
 }

@@ -68,6 +68,8 @@ export interface WrkOptions {
   durationS: number;
   /** Lua script path (POST bodies). */
   script?: string;
+  /** Extra request headers, "Name: value". */
+  headers?: string[];
   timeoutS?: number;
 }
 
@@ -75,6 +77,7 @@ export function wrkArgs(o: WrkOptions): string[] {
   const args = [`-t${o.threads ?? 1}`, `-c${o.connections ?? 64}`, `-d${Math.max(1, Math.round(o.durationS))}s`, '--latency'];
   if (o.timeoutS) args.push('--timeout', `${o.timeoutS}s`);
   if (o.script) args.push('-s', o.script);
+  for (const h of o.headers ?? []) args.push('-H', h);
   args.push(o.url);
   return args;
 }

@@ -95,6 +95,7 @@ const TYPE_WORDS: Record<string, string> = {
 function expectedTypeWords(types: string | string[], kind: unknown): string {
   if (kind === 'duration') return 'a number of seconds or a duration like "10s"';
   if (kind === 'size') return 'a number of bytes or a size like "10mb"';
+  if (kind === 'workers') return 'a number of worker processes (1 or more) or "auto" (one per core)';
   const list = (Array.isArray(types) ? types : [types]).map((t) => TYPE_WORDS[t] ?? t);
   return list.length === 1 ? list[0] : `${list.slice(0, -1).join(', ')} or ${list[list.length - 1]}`;
 }
@@ -171,7 +172,7 @@ export function ajvMessage(err: ErrorObject, data: unknown): { segs: Seg[]; mess
       return { segs, message: `expected ${expectedTypeWords((err.params as { type: string | string[] }).type, kind)}, got ${show(value)}` };
     }
     case 'pattern': {
-      if (kind === 'duration' || kind === 'size') return { segs, message: `expected ${expectedTypeWords('', kind)}, got ${show(value)}` };
+      if (kind === 'duration' || kind === 'size' || kind === 'workers') return { segs, message: `expected ${expectedTypeWords('', kind)}, got ${show(value)}` };
       if (kind === 'listen') return { segs, message: `${show(value)} is not a listen address (use "unix:/path.sock" or "HOST:PORT")` };
       if (kind === 'name') return { segs, message: `${show(value)} must be a word of letters, digits, "_", "-" or "."` };
       if (kind === 'path') return { segs, message: `${show(value)} must start with "/" (write "/${String(value).replace(/^\/*/, '')}")` };

@@ -198,6 +198,7 @@ export function normalise(raw: Record<string, any>, file: string): ProxyConfig {
       http2: listen.http2 ?? false,
     },
     admin: raw.admin === true || raw.admin === undefined || typeof raw.admin === 'object' ? admin : null,
+    workers: raw.workers ?? 1,
     trust_proxy: raw.trust_proxy ?? false,
     log: {
       level: log.level ?? DEFAULTS.log.level,

@@ -130,6 +130,7 @@ export const ROOT_SCHEMA = obj(
       additionalProperties: false,
     },
     trust_proxy: { type: ['boolean', 'array'], items: { type: 'string', 'x-kind': 'cidr' } },
+    workers: { type: ['integer', 'string'], minimum: 1, pattern: '^auto$', 'x-kind': 'workers' },
     log: obj({ level: { enum: [...LOG_LEVELS] }, access: bool(), flush_interval: duration() }),
     limits: obj({
       max_header_size: size(),

@@ -34,9 +34,6 @@ export class TimeoutSweeper {
   delete(e: Timed): void {
     this.entries.delete(e);
   }
-  get size(): number {
-    return this.entries.size;
-  }
   private sweep(): void {
     if (this.entries.size === 0) {
       if (this.timer) clearInterval(this.timer);

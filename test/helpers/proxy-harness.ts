@@ -216,7 +216,7 @@ export async function startWaitressFlask(t: TestContext, name: string): Promise<
 
 export interface UpstreamSpec {
   protocol?: 'gatewire' | 'uwsgi' | 'http';
-  servers: Array<{ address: string; weight?: number; backup?: boolean; max_conns?: number } | string>;
+  servers: Array<{ address: string; weight?: number; backup?: boolean; max_conns?: number; resolve?: boolean } | string>;
   [key: string]: unknown;
 }
 

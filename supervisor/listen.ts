@@ -1,10 +1,17 @@
 // Listening addresses: parsing, stale Unix socket files (replaced at start,
 // removed at exit), --chmod-socket, and the bound-but-not-listening handles
-// the master hands to its workers.
-import { lookup } from 'node:dns/promises';
-import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
-import net from 'node:net';
-import { getSystemErrorName } from 'node:util';
+// a supervisor hands to its workers (appserver and proxy alike).
+//
+// This file runs in the supervisor's master, which has a few MB above a bare
+// Node to spend: builtins come from process.getBuiltinModule, not `import`.
+// An ES import of a builtin builds its ES module facade, which reads every
+// export and so runs every lazy getter (node:util's loads parseArgs, diff,
+// worker_threads…; node:fs's, fs/promises and readline): ~2 MiB for nothing.
+import type { Server } from 'node:net';
+
+const { chmodSync, lstatSync, unlinkSync } = process.getBuiltinModule('node:fs');
+const net = process.getBuiltinModule('node:net');
+const { getSystemErrorName } = process.getBuiltinModule('node:util');
 
 export type ListenAddress = { kind: 'unix'; path: string; text: string } | { kind: 'tcp'; host: string; port: number; text: string };
 
@@ -61,6 +68,8 @@ export function applySocketMode(addr: ListenAddress, mode: number | null): void 
 async function resolveHost(host: string): Promise<{ address: string; family: 4 | 6 }> {
   const family = net.isIP(host);
   if (family === 4 || family === 6) return { address: host, family };
+  // loaded only for a name: a master listening on addresses never pays for the resolver
+  const { lookup } = process.getBuiltinModule('node:dns/promises');
   const r = await lookup(host);
   return { address: r.address, family: r.family as 4 | 6 };
 }
@@ -128,7 +137,7 @@ function errnoName(code: number): string {
 }
 
 /** In-process mode: a listening net.Server on `addr`; resolves with the bound port (TCP). */
-export async function listenServer(server: net.Server, addr: ListenAddress): Promise<number | undefined> {
+export async function listenServer(server: Server, addr: ListenAddress): Promise<number | undefined> {
   if (addr.kind === 'unix') await clearStaleSocket(addr.path);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
