@@ -8,6 +8,8 @@ import type { Vars } from '../protocol/vars.ts';
 
 export interface AppExchange extends Duplex {
   readonly vars: Vars;
+  /** Which wire the request came on; read where the request head is decoded, never by the adapters. */
+  readonly protocol: 'native' | 'uwsgi';
   readonly headersSent: boolean;
   /** Native streams only: the request asked for an upgrade (PROTOCOL.md 4.3); a 101 makes it a tunnel. */
   readonly upgrade?: boolean;
@@ -17,6 +19,8 @@ export interface AppExchange extends Duplex {
   respondWhole?(status: number, headers: Vars, body: Uint8Array): void;
   /** Abort the exchange (stream RESET / connection close): the client sees a truncated response, never a clean short one. */
   reset(code?: number): void;
+  /** The response is complete and the rest of the request body is not wanted: stop it (native: RESET CANCEL; uwsgi: read and drop it). */
+  discardBody(): void;
 }
 
 /** What the adapters read from the vars in one pass over them. */
@@ -28,7 +32,7 @@ export interface RequestHead {
   host: string;
   remoteAddr: string;
   remotePort: number;
-  /** -1 when absent or empty (native uploads of unknown length). */
+  /** -1: a body of unknown length may follow (native requests without CONTENT_LENGTH). */
   contentLength: number;
   protocol: string;
 }
@@ -53,7 +57,8 @@ export function encodeTarget(raw: string): string {
   return out;
 }
 
-export function readRequestHead(vars: Vars): RequestHead {
+/** `wire`: a uwsgi request without CONTENT_LENGTH has no body (WSGI); a native one may stream a body of unknown length. */
+export function readRequestHead(vars: Vars, wire: 'native' | 'uwsgi'): RequestHead {
   let method = 'GET';
   let uri: string | undefined;
   let pathInfo = '';
@@ -70,7 +75,6 @@ export function readRequestHead(vars: Vars): RequestHead {
   for (let i = 0; i < vars.length; i += 2) {
     const k = vars[i];
     const v = vars[i + 1];
-    // Switch on length first: most vars are HTTP_* headers that match none of these.
     switch (k) {
       case 'REQUEST_METHOD':
         method = v;
@@ -132,7 +136,7 @@ export function readRequestHead(vars: Vars): RequestHead {
     host = serverName || 'localhost';
     if (serverPort !== '' && serverPort !== (secure ? '443' : '80')) host += `:${serverPort}`;
   }
-  const cl = contentLength === '' ? -1 : Number(contentLength);
+  const cl = contentLength === '' ? (wire === 'uwsgi' ? 0 : -1) : Number(contentLength);
   return {
     method,
     target,

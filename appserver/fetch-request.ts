@@ -7,18 +7,20 @@
 // a hello request behind NGINX, for apps that mostly read url, method and a
 // header or two. This object answers those from the vars it already has and
 // builds the real undici Request only when the app touches something it cannot
-// answer cheaply (a request body, clone(), text(), cache, ...). The same idea
-// as @hono/node-server's lightweight Request.
+// answer cheaply (clone(), cache, signal-less members, ...). The body is read
+// straight from the exchange: whole for text()/json()/arrayBuffer()/bytes()/
+// blob()/formData() (urlencoded), or as a web stream for request.body — never
+// through an undici Request built just to read it. The same idea as
+// @hono/node-server's lightweight Request.
 //
 // It passes for a Request: its prototype chain includes Request.prototype
-// (`instanceof Request` holds), and undici's internal symbol-keyed fields are
-// forwarded to the real Request, so `new Request(request, init)` and
-// `fetch(request)` work on it as on any Request.
+// (`instanceof Request` holds), and undici-globals.ts unwraps it where undici
+// needs its own object (`new Request(request, init)`, `fetch(request)`).
 import type { RequestHead } from './exchange.ts';
 import { delegateToMaterialized } from './lazy-delegate.ts';
 
-/** undici's instance fields (Symbol(state), Symbol(signal), ...), read from a real Request. */
-const INTERNAL_KEYS = Reflect.ownKeys(new Request('http://localhost/')).filter((k): k is symbol => typeof k === 'symbol');
+/** undici's Request, captured before undici-globals.ts replaces the global. */
+const NativeRequest = globalThis.Request;
 
 // WebIDL/undici rules the eager constructor enforced: checked up front so an
 // unmappable request still gets a 400 before the app runs, not a 500 later.
@@ -35,8 +37,15 @@ export interface RequestSource {
   readonly signal: AbortSignal;
 }
 
-/** Opens the request body as a web stream; called at most once, when the app first reads the body. */
-export type BodyOpener<S extends RequestSource> = (src: S) => ReadableStream<Uint8Array>;
+/** How the request body is read: as a web stream (request.body), or whole (text(), json(), ...); at most one of them, once. */
+export interface BodySource<S extends RequestSource> {
+  stream(src: S): ReadableStream<Uint8Array>;
+  /** The whole body in one buffer, without a web stream in between. */
+  whole(src: S): Promise<Buffer>;
+}
+
+const UTF8_BOM_0 = 0xef;
+const URLENCODED = /^application\/x-www-form-urlencoded\s*(;|$)/i;
 
 export class RequestMappingError extends Error {}
 
@@ -45,13 +54,15 @@ export class LightRequest<S extends RequestSource = RequestSource> {
   readonly url: string;
   private readonly src: S;
   private readonly pairs: string[];
-  private readonly openBody: BodyOpener<S> | null;
+  private readonly bodySource: BodySource<S> | null;
   private headersObj: Headers | null = null;
   private real: Request | null = null;
+  private bodyStream: ReadableStream<Uint8Array> | null = null;
+  private consumed = false;
 
   /** Throws RequestMappingError for what `new Request` would refuse. */
-  /** `openBody` null: the request has no body. */
-  constructor(src: S, headerPairs: string[], openBody: BodyOpener<S> | null) {
+  /** `bodySource` null: the request has no body. */
+  constructor(src: S, headerPairs: string[], bodySource: BodySource<S> | null) {
     const head = src.head;
     let method = head.method;
     if (!TOKEN.test(method)) throw new RequestMappingError(`'${method}' is not a valid HTTP method`);
@@ -67,7 +78,7 @@ export class LightRequest<S extends RequestSource = RequestSource> {
     this.url = url;
     this.src = src;
     this.pairs = headerPairs;
-    this.openBody = openBody;
+    this.bodySource = bodySource;
   }
 
   get headers(): Headers {
@@ -86,27 +97,98 @@ export class LightRequest<S extends RequestSource = RequestSource> {
     return this.src.signal;
   }
 
+  /** The body as a web stream read straight from the exchange (no undici Request is built for it). */
   get body(): ReadableStream<Uint8Array> | null {
-    return this.openBody !== null ? this.materialize().body : null;
+    if (this.real !== null) return this.real.body;
+    if (this.bodySource === null) return null;
+    if (this.bodyStream === null) this.bodyStream = this.bodySource.stream(this.src);
+    return this.bodyStream;
   }
 
+  /** True once a whole-body reader ran or the body stream is being read (locked). */
   get bodyUsed(): boolean {
-    return this.real?.bodyUsed ?? false;
+    if (this.real !== null) return this.real.bodyUsed;
+    return this.consumed || (this.bodyStream?.locked ?? false);
+  }
+
+  /** The whole body; the same TypeError as undici's when it was already read. */
+  private async wholeBody(): Promise<Buffer> {
+    if (this.real !== null) return Buffer.from(await this.real.arrayBuffer());
+    if (this.bodyUsed) throw new TypeError('Body is unusable: Body has already been read');
+    this.consumed = true;
+    if (this.bodySource === null) return Buffer.alloc(0);
+    if (this.bodyStream !== null) return readAll(this.bodyStream);
+    return this.bodySource.whole(this.src);
+  }
+
+  async text(): Promise<string> {
+    const b = await this.wholeBody();
+    // UTF-8 decode, a leading BOM dropped (what the Fetch spec's text() does).
+    const start = b.length >= 3 && b[0] === UTF8_BOM_0 && b[1] === 0xbb && b[2] === 0xbf ? 3 : 0;
+    return b.toString('utf8', start);
+  }
+
+  async json(): Promise<unknown> {
+    return JSON.parse(await this.text());
+  }
+
+  async arrayBuffer(): Promise<ArrayBuffer> {
+    const b = await this.wholeBody();
+    // A buffer of its own: the body bytes may sit in a larger allocation.
+    if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength) return b.buffer as ArrayBuffer;
+    return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+  }
+
+  async bytes(): Promise<Uint8Array> {
+    return new Uint8Array(await this.arrayBuffer());
+  }
+
+  async blob(): Promise<Blob> {
+    const b = await this.wholeBody();
+    return new Blob([b as Uint8Array<ArrayBuffer>], { type: this.header('content-type') ?? '' });
+  }
+
+  /** urlencoded forms are parsed here; multipart ones by undici. */
+  async formData(): Promise<FormData> {
+    const type = this.header('content-type');
+    if (type === undefined || !URLENCODED.test(type)) return this.materialize().formData();
+    const form = new FormData();
+    for (const [k, v] of new URLSearchParams(await this.text())) form.append(k, v);
+    return form;
+  }
+
+  private header(name: string): string | undefined {
+    if (this.real !== null || this.headersObj !== null) return this.headers.get(name) ?? undefined;
+    const p = this.pairs;
+    for (let i = 0; i < p.length; i += 2) if (p[i] === name) return p[i + 1];
+    return undefined;
   }
 
   /** The real undici Request, built once, carrying the same headers, body and signal. */
   materialize(): Request {
     if (this.real === null) {
-      this.real = new Request(this.url, {
+      let body: ReadableStream<Uint8Array> | null = null;
+      if (this.bodySource !== null && !this.consumed) body = this.bodyStream ?? this.bodySource.stream(this.src);
+      this.real = new NativeRequest(this.url, {
         method: this.method,
         headers: this.headersObj ?? pairsOf(this.pairs),
-        body: this.openBody !== null ? this.openBody(this.src) : null,
+        body,
         signal: this.src.signal,
         // @ts-expect-error: duplex is required by undici for streaming bodies but missing from lib.dom's RequestInit
         duplex: 'half',
       });
     }
     return this.real;
+  }
+}
+
+async function readAll(stream: ReadableStream<Uint8Array>): Promise<Buffer> {
+  const chunks: Uint8Array[] = [];
+  const reader = stream.getReader();
+  for (;;) {
+    const r = await reader.read();
+    if (r.done) return Buffer.concat(chunks);
+    chunks.push(r.value);
   }
 }
 
@@ -118,4 +200,4 @@ function pairsOf(flat: string[]): [string, string][] {
 
 // Every other Request member (cache, mode, clone(), text(), json(), bytes(), ...) and undici's
 // internal fields (read by its constructor and fetch()) are answered by the real Request.
-delegateToMaterialized(LightRequest, Request, INTERNAL_KEYS);
+delegateToMaterialized(LightRequest, NativeRequest);

@@ -1,13 +1,15 @@
 // The lazy Request and Response (fetch-request.ts, fetch-response.ts) answer the
 // common members themselves and build undici's real object only when the app
-// needs more. This wires every other member of the native prototype, and
-// undici's internal symbol fields, to that materialized object, once at load.
+// needs more. This wires every other member of the native prototype to that
+// materialized object, once at load. (undici's own functions brand-check their
+// arguments by private fields: undici-globals.ts hands them the materialized
+// object.)
 
 interface Materializable {
   materialize(): object;
 }
 
-export function delegateToMaterialized(light: { prototype: object }, native: { prototype: object }, internalKeys: readonly symbol[]): void {
+export function delegateToMaterialized(light: { prototype: object }, native: { prototype: object }): void {
   const proto = light.prototype as Record<PropertyKey, unknown>;
   for (const name of Object.getOwnPropertyNames(native.prototype)) {
     if (name === 'constructor' || Object.hasOwn(proto, name)) continue;
@@ -29,14 +31,6 @@ export function delegateToMaterialized(light: { prototype: object }, native: { p
         configurable: true,
       });
     }
-  }
-  for (const key of internalKeys) {
-    Object.defineProperty(proto, key, {
-      get(this: Materializable) {
-        return (this.materialize() as unknown as Record<symbol, unknown>)[key];
-      },
-      configurable: true,
-    });
   }
   Object.setPrototypeOf(light.prototype, native.prototype);
 }

@@ -1,111 +1,90 @@
 // Runs a Node (req, res) listener — Express unchanged — on an exchange.
 //
-// Why a fake socket and a response parser: Express and the modules under it
-// (send for res.sendFile, on-finished, cookie, body-parser) rely on the real
-// http.IncomingMessage/ServerResponse, their implicit headers, chunking,
-// HEAD/304 handling, 'finish'/'close' ordering and pipe() backpressure.
-// Re-implementing ServerResponse would drift from Node's; instead the real
-// ServerResponse writes HTTP/1.1 to an in-memory socket (ExchangeSocket) and
-// the project's own incremental HttpResponseParser turns it back into a head
-// and de-chunked body bytes for the exchange. The extra cost is one head
-// format + parse per request (a few µs), the same for both protocols.
+// The app gets Node's real IncomingMessage and ServerResponse, so every public
+// behaviour (implicit headers, Date, HEAD/204/304, 'finish'/'close' order,
+// pipe() backpressure) is Node's own. What differs from node:http is only
+// where the bytes go: Node's server writes the rendered head and the body to
+// a socket (chunk-framed when unsized); here the response is taken where
+// Node hands it to the socket (node-internals.ts) — the rendered head is read
+// back into a header list (Node's own rendering, a few lines to split) and the
+// body pieces of one tick go to the exchange together, so `res.end(body)` is
+// one head + body + end write, as a Fetch Response made of bytes is. The
+// socket the app sees is a small stand-in with the peer's address.
+import { EventEmitter } from 'node:events';
 import { IncomingMessage, ServerResponse } from 'node:http';
-// Hop-by-hop headers of the in-memory HTTP/1.1 leg never go out: the exchange frames the body itself.
-import { HOP_BY_HOP } from '../protocol/hop-by-hop.ts';
-import { Duplex } from 'node:stream';
 import { ErrorCode } from '../protocol/constants.ts';
-import { HttpResponseParser } from '../protocol/http-response.ts';
+// Hop-by-hop headers Node renders for its own HTTP/1.1 connection never go out: the exchange frames the body itself.
+import { HOP_BY_HOP } from '../protocol/hop-by-hop.ts';
 import { httpHeadersFromVars } from '../protocol/uwsgi.ts';
 import type { Vars } from '../protocol/vars.ts';
 import type { NodeListener } from './app.ts';
-import type { AppExchange } from './exchange.ts';
+import type { AppExchange, RequestHead } from './exchange.ts';
+import { emitDrainIfNeeded, type ResponseOutput, routeResponse, setRawHeaders } from './node-internals.ts';
 import type { RequestScope } from './scope.ts';
 
-const MAX_HEAD = 64 * 1024;
+const HIGH_WATER_MARK = 64 * 1024;
 
-/** The net.Socket stand-in a ServerResponse writes its HTTP/1.1 bytes to. */
-class ExchangeSocket extends Duplex {
+/**
+ * What IncomingMessage, ServerResponse and the modules under Express
+ * (on-finished, send, proxy-addr) read from a socket: the peer's address,
+ * writable/destroyed state, cork counts and 'close'. No bytes pass through it.
+ */
+class ExchangeSocket extends EventEmitter {
   remoteAddress: string;
   remotePort: number;
   remoteFamily: string;
   localAddress = '';
   localPort = 0;
+  /** Express derives req.protocol from socket.encrypted. */
   encrypted: boolean | undefined;
-  readonly parser: HttpResponseParser;
-  private readonly ex: AppExchange;
-  private pending: ((err?: Error | null) => void) | null = null;
-  /** The app's output no longer goes anywhere (504 or 500 already sent, or the client left). */
-  detached = false;
-  _httpMessage: unknown = null;
+  readonly readableHighWaterMark = HIGH_WATER_MARK;
+  readonly writableHighWaterMark = HIGH_WATER_MARK;
+  readable = true;
+  writable = true;
+  destroyed = false;
+  _httpMessage: ServerResponse | null = null;
+  /** OutgoingMessage.end() sets corked = 1 and calls uncork() to flush a socket fully. */
+  readonly _writableState = { corked: 0 };
+  private readonly out: ExchangeOutput;
 
-  constructor(ex: AppExchange, scope: RequestScope) {
-    super({ writableHighWaterMark: 64 * 1024 });
-    this.ex = ex;
-    const head = scope.head;
+  constructor(head: RequestHead, out: ExchangeOutput) {
+    super();
     this.remoteAddress = head.remoteAddr;
     this.remotePort = head.remotePort;
     this.remoteFamily = head.remoteAddr.includes(':') ? 'IPv6' : 'IPv4';
-    // Express derives req.protocol from socket.encrypted.
     this.encrypted = head.scheme === 'https' ? true : undefined;
-    this.parser = new HttpResponseParser(
-      {
-        onHead: (status, _reason, raw) => {
-          if (this.detached) return;
-          const headers: Vars = [];
-          for (let i = 0; i < raw.length; i += 2) {
-            const name = raw[i].toLowerCase();
-            if (!HOP_BY_HOP.has(name)) headers.push(name, raw[i + 1]);
-          }
-          scope.headSent();
-          ex.respond(status, headers, { endStream: this.parser.framing === 'none' });
-        },
-        onBody: (chunk) => {
-          if (this.detached || ex.destroyed) return;
-          if (!ex.write(chunk)) this.blocked = true;
-        },
-        onEnd: () => {
-          if (this.detached) return;
-          if (!ex.writableEnded) ex.end();
-          scope.discardBody();
-        },
-      },
-      { isHead: head.method === 'HEAD', maxHeaderSize: MAX_HEAD },
-    );
-    ex.on('drain', () => this.release());
+    this.out = out;
   }
 
-  private blocked = false;
-
-  private release(): void {
-    this.blocked = false;
-    const cb = this.pending;
-    this.pending = null;
-    cb?.();
+  get writableCorked(): number {
+    return this._writableState.corked;
   }
-
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    if (this.detached) {
-      cb();
-      return;
-    }
-    const err = this.parser.push(chunk);
-    if (err) {
-      this.detached = true;
-      cb(err);
-      return;
-    }
-    if (this.blocked && !this.ex.destroyed) this.pending = cb;
-    else cb();
+  get writableLength(): number {
+    return this.out.bufferedBytes();
   }
-
-  override _read(): void {}
-
-  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    this.detached = true;
-    this.release();
-    cb(err);
+  cork(): void {
+    this._writableState.corked++;
   }
-
+  uncork(): void {
+    if (this._writableState.corked > 0) this._writableState.corked--;
+  }
+  /** Only reached if Node flushes output it buffered itself (it does not, with the response routed). */
+  write(data: string | Uint8Array, encoding?: BufferEncoding | null | ((err?: Error | null) => void), cb?: (err?: Error | null) => void): boolean {
+    if (typeof encoding === 'function') return this.out.send(null, data, null, encoding);
+    return this.out.send(null, data, encoding, cb);
+  }
+  end(): this {
+    return this;
+  }
+  destroySoon(): void {}
+  destroy(err?: Error): this {
+    if (this.destroyed) return this;
+    this.destroyed = true;
+    this.readable = false;
+    this.writable = false;
+    process.nextTick(emitClose, this, err !== undefined);
+    return this;
+  }
   setTimeout(_ms: number, _cb?: () => void): this {
     return this;
   }
@@ -121,35 +100,179 @@ class ExchangeSocket extends Duplex {
   unref(): this {
     return this;
   }
-  destroySoon(): void {
-    this.end();
-  }
   address(): object {
     return {};
   }
 }
 
-function onSocketDrain(this: ExchangeSocket): void {
-  const res = this._httpMessage as ServerResponse | null;
-  if (res && !res.writableFinished && res.writableNeedDrain) res.emit('drain');
+function emitClose(socket: ExchangeSocket, hadError: boolean): void {
+  socket.emit('close', hadError);
 }
 
-export function runNode(scope: RequestScope, listener: NodeListener): void {
-  const { ex, head } = scope;
-  const socket = new ExchangeSocket(ex, scope);
-  const req = new IncomingMessage(socket as never);
-  req.method = head.method;
-  req.url = head.target;
-  req.httpVersion = '1.1';
-  req.httpVersionMajor = 1;
-  req.httpVersionMinor = 1;
-  const raw = httpHeadersFromVars(ex.vars);
-  // A native upload of unknown length: body-parser and friends look for a
-  // length or a transfer-encoding before they read a body at all.
-  if (head.contentLength < 0 && head.method !== 'GET' && head.method !== 'HEAD' && !ex.readableEnded && !isUwsgi(ex)) raw.push('transfer-encoding', 'chunked');
-  (req as unknown as { _addHeaderLines(h: string[], n: number): void })._addHeaderLines(raw, raw.length);
+type Callback = (err?: Error | null) => void;
 
-  // Request body: exchange → IncomingMessage, paused while the app is not reading.
+/** Reads Node's rendered head ("HTTP/1.1 200 OK\r\nName: value\r\n…\r\n\r\n") into a lower-case header list. */
+function headerList(text: string): Vars {
+  const headers: Vars = [];
+  let pos = text.indexOf('\r\n') + 2;
+  const end = text.length - 2;
+  while (pos < end) {
+    const eol = text.indexOf('\r\n', pos);
+    const colon = text.indexOf(':', pos);
+    const name = text.slice(pos, colon).toLowerCase();
+    if (!HOP_BY_HOP.has(name)) headers.push(name, text.slice(text.charCodeAt(colon + 1) === 32 ? colon + 2 : colon + 1, eol));
+    pos = eol + 2;
+  }
+  return headers;
+}
+
+function hasHeader(headers: Vars, name: string): boolean {
+  for (let i = 0; i < headers.length; i += 2) if (headers[i] === name) return true;
+  return false;
+}
+
+function callAll(cbs: Callback[], err?: Error | null): void {
+  for (const cb of cbs) cb(err);
+}
+
+/** The response's way to the exchange: a head, then the body pieces of each tick in one go. */
+class ExchangeOutput implements ResponseOutput {
+  private readonly scope: RequestScope;
+  res!: ServerResponse;
+  private status = 200;
+  private headers: Vars | null = null;
+  private delivered = false;
+  private chunks: Uint8Array[] = [];
+  private bytes = 0;
+  private cbs: Callback[] = [];
+  private scheduled = false;
+  private streaming = false;
+  private ended = false;
+  /** The app's output no longer goes anywhere (504 or 500 already sent, or the client left). */
+  detached = false;
+
+  constructor(scope: RequestScope) {
+    this.scope = scope;
+  }
+
+  bufferedBytes(): number {
+    return this.bytes + this.scope.ex.writableLength;
+  }
+
+  head(res: ServerResponse, headerText: string): void {
+    this.status = res.statusCode;
+    this.headers = headerList(headerText);
+  }
+
+  send(_res: ServerResponse | null, data: string | Uint8Array, encoding: BufferEncoding | null | undefined, cb: Callback | null | undefined): boolean {
+    if (this.detached) {
+      if (cb) process.nextTick(cb);
+      return true;
+    }
+    if (data.length > 0) {
+      const buf = typeof data === 'string' ? Buffer.from(data, encoding ?? 'utf8') : data;
+      this.chunks.push(buf);
+      this.bytes += buf.byteLength;
+    }
+    if (cb) this.cbs.push(cb);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      process.nextTick(flushOutput, this);
+    }
+    return this.bytes + this.scope.ex.writableLength < HIGH_WATER_MARK;
+  }
+
+  flush(): void {
+    this.scheduled = false;
+    const { scope, res } = this;
+    const ex = scope.ex;
+    const chunks = this.chunks;
+    const cbs = this.cbs;
+    this.chunks = [];
+    this.bytes = 0;
+    this.cbs = [];
+    if (this.detached || ex.destroyed) return;
+    const ended = res.writableEnded;
+    if (!this.delivered) {
+      if (this.headers === null) return; // cannot happen: Node renders the head before the first piece
+      this.delivered = true;
+      scope.headSent();
+      if (ended) {
+        this.ended = true;
+        // The common case, res.end(body) in one tick: head, body and end in one write.
+        if (chunks.length === 0) ex.respond(this.status, this.headers, { endStream: true });
+        else {
+          const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+          // Written in pieces but all there now (res.write … res.end in one tick): sized after all.
+          if (!hasHeader(this.headers, 'content-length')) this.headers.push('content-length', String(body.byteLength));
+          if (ex.respondWhole) ex.respondWhole(this.status, this.headers, body);
+          else {
+            ex.respond(this.status, this.headers);
+            ex.end(body);
+          }
+        }
+        callAll(cbs);
+        scope.discardBody();
+        return;
+      }
+      ex.respond(this.status, this.headers);
+    }
+    if (!this.streaming) {
+      this.streaming = true;
+      ex.on('drain', () => emitDrainIfNeeded(res));
+    }
+    const last = chunks.length - 1;
+    const done = cbs.length === 0 ? undefined : (err?: Error | null) => callAll(cbs, err);
+    for (let i = 0; i <= last; i++) ex.write(chunks[i], i === last && !ended ? done : undefined);
+    if (ended) {
+      this.ended = true;
+      ex.end(done);
+      scope.discardBody();
+    } else {
+      if (last < 0 && done) process.nextTick(done);
+      if (ex.writableLength < HIGH_WATER_MARK) emitDrainIfNeeded(res);
+    }
+  }
+
+  /**
+   * 'finish' was emitted: the exchange must be ended too. Node emits it
+   * without a last _send when everything was already written (a pipe() that
+   * ends after its last write was flushed).
+   */
+  finished(): void {
+    if (this.ended || this.scheduled || this.detached || !this.delivered) return;
+    this.ended = true;
+    const ex = this.scope.ex;
+    if (!ex.destroyed && !ex.writableEnded) ex.end();
+    this.scope.discardBody();
+  }
+}
+
+function flushOutput(out: ExchangeOutput): void {
+  out.flush();
+}
+
+const kBody = Symbol('gatewire.requestBody');
+type BodyReq = IncomingMessage & { [kBody]: RequestScope | null };
+
+/** IncomingMessage._read: the first read attaches the request body; later ones resume the exchange. */
+function readBody(this: BodyReq): void {
+  const scope = this[kBody];
+  if (scope !== null) {
+    this[kBody] = null;
+    attachBody(this, scope);
+  } else if (!this.complete) {
+    const ex = (this as unknown as { [kExchange]: AppExchange })[kExchange];
+    if (ex.isPaused()) ex.resume();
+  }
+}
+
+const kExchange = Symbol('gatewire.exchange');
+
+/** Request body: exchange → IncomingMessage, the exchange paused while the app does not read. */
+function attachBody(req: IncomingMessage, scope: RequestScope): void {
+  const ex = scope.ex;
+  (req as unknown as { [kExchange]: AppExchange })[kExchange] = ex;
   const limit = scope.limits.maxBody;
   let received = 0;
   ex.on('data', (chunk: Buffer) => {
@@ -166,24 +289,50 @@ export function runNode(scope: RequestScope, listener: NodeListener): void {
     req.complete = true;
     req.push(null);
   });
-  req._read = () => {
-    (req as unknown as { _consuming: boolean })._consuming = true;
-    if (ex.isPaused()) ex.resume();
-  };
+}
+
+export function runNode(scope: RequestScope, listener: NodeListener): void {
+  const { ex, head } = scope;
+  const out = new ExchangeOutput(scope);
+  const socket = new ExchangeSocket(head, out);
+  const req = new IncomingMessage(socket as never) as BodyReq;
+  req.method = head.method;
+  req.url = head.target;
+  req.httpVersion = '1.1';
+  req.httpVersionMajor = 1;
+  req.httpVersionMinor = 1;
+  const raw = httpHeadersFromVars(ex.vars);
+  const bodyless = head.contentLength === 0 || ex.readableEnded || (head.contentLength < 0 && (head.method === 'GET' || head.method === 'HEAD'));
+  // A body of unknown length (native uploads): body-parser and friends look for a
+  // length or a transfer-encoding before they read a body at all.
+  if (!bodyless && head.contentLength < 0) raw.push('transfer-encoding', 'chunked');
+  // Before `complete` is set: Node files the header lines of a complete message as trailers.
+  setRawHeaders(req, raw);
+  if (bodyless) {
+    req[kBody] = null;
+    req.complete = true;
+    req.push(null);
+    // Nothing to read, but the exchange's readable side must still end for it to close.
+    ex.resume();
+  } else req[kBody] = scope;
+  req._read = readBody;
 
   const res = new ServerResponse(req);
+  out.res = res;
+  routeResponse(res, out);
   res.assignSocket(socket as never);
-  socket.on('drain', onSocketDrain);
   res.once('finish', () => {
+    out.finished();
     // What node:http does after a response: drop an unread body, then 'close'.
-    if (!(req as unknown as { _consuming: boolean })._consuming && !req.readableEnded) req.resume();
+    // (A body the app never started reading is not read at all: scope.discardBody() stops it.)
+    if (req[kBody] === null && !req.readableEnded && req.readableFlowing !== true) req.resume();
     process.nextTick(() => {
       res.emit('close');
       if (!req.destroyed) req.emit('close');
     });
   });
   scope.onCut = () => {
-    socket.detached = true;
+    out.detached = true;
     if (!req.complete && !req.destroyed) req.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
     socket.destroy();
   };
@@ -192,17 +341,17 @@ export function runNode(scope: RequestScope, listener: NodeListener): void {
   try {
     result = listener(req, res);
   } catch (err) {
-    nodeAppFailed(scope, socket, err);
+    nodeAppFailed(scope, out, err);
     return;
   }
   if (result && typeof (result as Promise<unknown>).then === 'function') {
-    (result as Promise<unknown>).then(undefined, (err) => nodeAppFailed(scope, socket, err));
+    (result as Promise<unknown>).then(undefined, (err) => nodeAppFailed(scope, out, err));
   }
 }
 
-function nodeAppFailed(scope: RequestScope, socket: ExchangeSocket, err: unknown): void {
+function nodeAppFailed(scope: RequestScope, out: ExchangeOutput, err: unknown): void {
   if (scope.cut) return;
-  socket.detached = true;
+  out.detached = true;
   if (scope.ex.headersSent) {
     scope.limits.log.error({ err, method: scope.head.method, url: scope.head.target }, 'app error after the response head');
     scope.ex.reset(ErrorCode.INTERNAL_ERROR);
@@ -210,8 +359,4 @@ function nodeAppFailed(scope: RequestScope, socket: ExchangeSocket, err: unknown
     return;
   }
   scope.appFailed(err);
-}
-
-function isUwsgi(ex: AppExchange): boolean {
-  return (ex as { protocol?: string }).protocol === 'uwsgi';
 }

@@ -36,7 +36,8 @@ function noop(): void {}
 // per-request allocation.
 const kServer = Symbol('gatewire.server');
 const kHead = Symbol('gatewire.firstBytes');
-type AcceptedSocket = Socket & { [kServer]: AppServer; [kHead]: Buffer | null };
+const kActive = Symbol('gatewire.lastActive');
+type AcceptedSocket = Socket & { [kServer]: AppServer; [kHead]: Buffer | null; [kActive]: number };
 
 function onAcceptedClose(this: AcceptedSocket): void {
   this[kServer]._socketClosed(this);
@@ -52,14 +53,30 @@ function onFirstBytes(this: AcceptedSocket, chunk: Buffer): void {
   const head = prev === null ? chunk : Buffer.concat([prev, chunk]);
   this[kHead] = head;
   const kind = detectProtocol(head);
-  if (kind === 'need-more') return;
+  if (kind === 'need-more') {
+    this[kActive] = performance.now();
+    return;
+  }
   this.off('data', onFirstBytes);
-  this.setTimeout(0);
-  this[kServer]._route(this, kind, head);
+  const server = this[kServer];
+  server._awaiting.delete(this);
+  server._route(this, kind, head);
 }
 
-function onFirstBytesTimeout(this: AcceptedSocket): void {
-  if (protocolUnknown(this)) this.destroy();
+/** Once a second: connections silent for FIRST_BYTES_TIMEOUT_MS before their protocol is known are closed. */
+function sweepSilent(server: AppServer): void {
+  const awaiting = server._awaiting;
+  if (awaiting.size === 0) {
+    server._stopSweep();
+    return;
+  }
+  const limit = performance.now() - FIRST_BYTES_TIMEOUT_MS;
+  for (const socket of awaiting) {
+    if (socket[kActive] <= limit) {
+      awaiting.delete(socket);
+      if (protocolUnknown(socket)) socket.destroy();
+    }
+  }
 }
 
 function onEndBeforeProtocol(this: AcceptedSocket): void {
@@ -78,6 +95,13 @@ export class AppServer {
   private readonly uwsgiCtx: UwsgiContext;
   private readonly listeners: net.Server[] = [];
   private stopping: Promise<void> | null = null;
+  /**
+   * @internal accepted connections whose protocol is not known yet: one sweep
+   * timer for all of them instead of an idle timer armed and disarmed on each
+   * (uwsgi opens a connection per request).
+   */
+  readonly _awaiting = new Set<AcceptedSocket>();
+  private sweep: NodeJS.Timeout | null = null;
   private idleWaiter: (() => void) | null = null;
   /** Called after each completed request (max-requests recycling). */
   onRequestDone: ((requests: number) => void) | null = null;
@@ -122,9 +146,14 @@ export class AppServer {
     const s = socket as AcceptedSocket;
     s[kServer] = this;
     s[kHead] = null;
+    s[kActive] = performance.now();
+    this._awaiting.add(s);
+    if (this.sweep === null) {
+      this.sweep = setInterval(sweepSilent, 1000, this);
+      this.sweep.unref();
+    }
     socket.once('close', onAcceptedClose);
     socket.on('error', noop);
-    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, onFirstBytesTimeout);
     socket.on('data', onFirstBytes);
     socket.once('end', onEndBeforeProtocol);
   }
@@ -136,7 +165,14 @@ export class AppServer {
   }
 
   /** @internal */
+  _stopSweep(): void {
+    if (this.sweep !== null) clearInterval(this.sweep);
+    this.sweep = null;
+  }
+
+  /** @internal */
   _socketClosed(socket: Socket): void {
+    this._awaiting.delete(socket as AcceptedSocket);
     this.sockets.delete(socket);
     this.counters.connections--;
     this.checkIdle();
@@ -172,7 +208,7 @@ export class AppServer {
       this.onRequestDone?.(counters.requests);
       this.checkIdle();
     });
-    const head = readRequestHead(ex.vars);
+    const head = readRequestHead(ex.vars, ex.protocol);
     const scope = new RequestScope(ex, head, this.limits);
     if (head.contentLength > this.opts.maxBody) {
       this.log.warn({ method: head.method, url: head.target, contentLength: head.contentLength }, 'request body over --max-body: 413');

@@ -15,6 +15,7 @@ import { HttpResponseParser } from '../protocol/http-response.ts';
 import { httpHeadersFromVars } from '../protocol/uwsgi.ts';
 import type { Vars } from '../protocol/vars.ts';
 import type { AppExchange } from './exchange.ts';
+import { setRawHeaders } from './node-internals.ts';
 import type { RequestScope } from './scope.ts';
 
 const MAX_HEAD = 64 * 1024;
@@ -287,7 +288,7 @@ export function upgradeRequest(scope: RequestScope, socket: UpgradeSocket): Inco
   req.httpVersionMajor = 1;
   req.httpVersionMinor = 1;
   const raw = httpHeadersFromVars(ex.vars);
-  (req as unknown as { _addHeaderLines(h: string[], n: number): void })._addHeaderLines(raw, raw.length);
+  setRawHeaders(req, raw);
   req.complete = true;
   req.push(null);
   return req;

@@ -22,7 +22,7 @@ const HIGH_WATER_MARK = 64 * 1024;
 /** One uwsgi request/response as an AppExchange: readable = request body, writable = response body. */
 export class UwsgiExchange extends Duplex implements AppExchange {
   readonly vars: Vars;
-  readonly protocol = 'uwsgi';
+  readonly protocol = 'uwsgi' as const;
   headersSent = false;
   private readonly socket: Socket;
   private responseDone = false;
@@ -108,6 +108,11 @@ export class UwsgiExchange extends Duplex implements AppExchange {
   /** True once the whole response has been handed to the socket. */
   get finished(): boolean {
     return this.responseDone;
+  }
+
+  /** The response is complete: the rest of the body is read and dropped while the connection closes (_final resumed the socket). */
+  discardBody(): void {
+    this.destroy();
   }
 
   reset(_code?: number): void {

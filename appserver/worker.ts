@@ -2,17 +2,17 @@
 // and the in-process mode (--workers 0: this process binds and serves).
 import type { Server } from 'node:net';
 import { AppLoadError, type LoadedApp, loadApp } from './app.ts';
-import { installLightResponse } from './fetch-response.ts';
 import { applySocketMode, describeBound, listenServer, parseListenAddress, removeSocketFile } from '../supervisor/listen.ts';
 import { createLogger, type Logger } from './log.ts';
 import type { ServeOptions } from './options.ts';
 import { AppServer } from './server.ts';
 import { joinSupervisor, reportFatal, workerId } from '../supervisor/worker.ts';
 import { startStatsServer, type WorkerStats } from './stats.ts';
+import { installLightGlobals } from './undici-globals.ts';
 
 async function load(opts: ServeOptions, log: Logger): Promise<LoadedApp | null> {
   // Before the app's module runs, so that its `new Response(...)` is the light one.
-  installLightResponse();
+  installLightGlobals();
   try {
     return await loadApp(opts.app, opts.interface);
   } catch (err) {

@@ -1087,6 +1087,17 @@ export class GatewireStream extends Duplex {
     }
   }
 
+  /** Which wire an appserver exchange came on (uwsgi classic connections say 'uwsgi'). */
+  get protocol(): 'native' {
+    return 'native';
+  }
+
+  /** Server: the response is complete and the rest of the request body is not wanted: RESET CANCEL stops the upload (if it all came already, it is just dropped). */
+  discardBody(): void {
+    if (this._remoteEnded) this.resume();
+    else this.reset(ErrorCode.CANCEL);
+  }
+
   /**
    * Forgets the request vars and the response head (a long-lived tunnel needs neither again):
    * an idle tunnel's memory is a budget. `vars` is empty and `headers` null afterwards.
