@@ -11,6 +11,7 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY protocol ./protocol
 COPY proxy ./proxy
 COPY appserver ./appserver
+COPY supervisor ./supervisor
 COPY cli ./cli
 COPY examples ./examples
 COPY deploy ./deploy
@@ -26,7 +27,12 @@ RUN apt-get update \
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --ignore-scripts --no-fund --no-audit && npm cache clean --force
+# --omit=optional leaves out tsx (and esbuild, 12 MB): the image runs the
+# compiled dist/ on Node 24, which never loads it. tsx is an optional dependency
+# for a checkout on Node 20 and for apps whose TypeScript Node cannot strip
+# (enums, namespaces...): an image serving such an app installs it itself.
+# --ignore-scripts: dist/ comes from the build stage, not from `prepare`.
+RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-fund --no-audit && npm cache clean --force
 # bin/gatewire.js runs dist/cli/main.js when the TypeScript sources are absent (they are, here).
 COPY --from=build /app/dist ./dist
 COPY bin ./bin

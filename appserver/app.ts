@@ -96,7 +96,11 @@ async function importApp(url: string): Promise<Record<string, unknown>> {
     return await import(url);
   } catch (err) {
     if ((err as { code?: string }).code !== 'ERR_UNSUPPORTED_TYPESCRIPT_SYNTAX') throw err;
-    const { tsImport } = await import('tsx/esm/api');
+    // tsx is an optional dependency: the production image leaves it out
+    const { tsImport } = await import('tsx/esm/api').catch((e: { code?: string }) => {
+      if (e.code !== 'ERR_MODULE_NOT_FOUND') throw e;
+      throw new AppLoadError(`${url}: ${(err as Error).message}; compile the app to JavaScript, or install tsx (npm install tsx) to run it as is`);
+    });
     const mod = (await tsImport(url, import.meta.url)) as Record<string, unknown>;
     // tsx compiles a file outside a "type": "module" package as CommonJS, whose
     // exports object then arrives as the namespace's default.
@@ -111,6 +115,7 @@ export async function loadApp(modulePath: string, forced: AppInterface): Promise
   try {
     mod = await importApp(url);
   } catch (err) {
+    if (err instanceof AppLoadError) throw err;
     const e = err as Error & { code?: string };
     if (e.code === 'ERR_MODULE_NOT_FOUND' && String(e.message).includes(path.resolve(modulePath))) {
       throw new AppLoadError(`${modulePath}: module not found`);

@@ -22,6 +22,7 @@ export async function runMaster(opts: ServeOptions, argv: string[]): Promise<num
     chmodSocket: opts.chmodSocket,
     heartbeatTimeoutMs: opts.timeout * 1000,
     gracefulTimeoutMs: opts.gracefulTimeout * 1000,
+    drainDelayMs: opts.drainDelay * 1000,
     log,
   });
   const failed = await sup.start();

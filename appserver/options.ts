@@ -25,6 +25,8 @@ export interface ServeOptions {
   chmodSocket: number | null;
   /** Seconds a stopping worker gets to finish its in-flight requests. */
   gracefulTimeout: number;
+  /** Seconds between SIGTERM and the graceful stop, serving as usual meanwhile (a preStop sleep built in). */
+  drainDelay: number;
   /** CIDRs allowed to connect over TCP; empty = anyone who can reach the address. */
   allowFrom: string[];
   /** HOST:PORT of the JSON stats server, or null. */
@@ -52,6 +54,8 @@ options (environment variable in brackets):
                           whose event loop is blocked this long is killed and replaced
   --max-body SIZE         request body limit, e.g. 10m, 1g (413 beyond) [GATEWIRE_MAX_BODY] default 1g
   --graceful-timeout SEC  time to finish in-flight requests on stop     [GATEWIRE_GRACEFUL_TIMEOUT] default 30
+  --drain-delay SECONDS   after SIGTERM, keep serving this long before  [GATEWIRE_DRAIN_DELAY] default 0
+                          stopping, while the orchestrator removes the endpoint
   --chmod-socket MODE     octal mode of Unix socket files, e.g. 660     [GATEWIRE_CHMOD_SOCKET]
   --allow-from CIDR,...   TCP peers allowed (others logged and closed)  [GATEWIRE_ALLOW_FROM]
   --stats HOST:PORT       JSON stats: per worker pid, requests, in-flight, RSS, restarts [GATEWIRE_STATS]
@@ -59,7 +63,8 @@ options (environment variable in brackets):
   --max-streams N         native streams per connection                 [GATEWIRE_MAX_STREAMS] default ${DEFAULT_MAX_CONCURRENT_STREAMS}
   --log-level LEVEL       pino level                                    [GATEWIRE_LOG_LEVEL] default info
 
-signals (master): SIGHUP rolling reload of every worker, SIGTERM/SIGINT graceful stop.`;
+signals (master): SIGHUP rolling reload of every worker, SIGTERM graceful stop (after
+--drain-delay), SIGINT graceful stop; a second SIGTERM/SIGINT kills the workers.`;
 
 export class UsageError extends Error {}
 
@@ -118,6 +123,7 @@ export function parseServeOptions(argv: string[], env: NodeJS.ProcessEnv = proce
     maxBody: parseSize(pick(v['max-body'], 'GATEWIRE_MAX_BODY') ?? '1g', '--max-body'),
     chmodSocket: chmod === undefined ? null : Number.parseInt(chmod, 8),
     gracefulTimeout: parseNumber(pick(v['graceful-timeout'], 'GATEWIRE_GRACEFUL_TIMEOUT') ?? '30', '--graceful-timeout', 0),
+    drainDelay: parseNumber(pick(v['drain-delay'], 'GATEWIRE_DRAIN_DELAY') ?? '0', '--drain-delay', 0),
     allowFrom: allow ? allow.split(',').map((s) => s.trim()).filter(Boolean) : [],
     stats: pick(v.stats, 'GATEWIRE_STATS') ?? null,
     interface: iface,
@@ -139,6 +145,7 @@ function parse(argv: string[]) {
       timeout: { type: 'string' },
       'max-body': { type: 'string' },
       'graceful-timeout': { type: 'string' },
+      'drain-delay': { type: 'string' },
       'chmod-socket': { type: 'string' },
       'allow-from': { type: 'string' },
       stats: { type: 'string' },

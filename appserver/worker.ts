@@ -47,7 +47,7 @@ export async function runManagedWorker(opts: ServeOptions): Promise<number> {
       },
     },
     // The heartbeat is how the master sees a blocked event loop (harakiri).
-    { heartbeatMs: Math.max(50, Math.min(1000, (opts.timeout * 1000) / 4)), info: app.kind },
+    { heartbeatMs: Math.max(50, Math.min(1000, (opts.timeout * 1000) / 4)), info: app.kind, drainDelayMs: opts.drainDelay * 1000 },
   );
   let recycleAsked = false;
   if (opts.maxRequests > 0) {
@@ -109,21 +109,24 @@ export async function runInProcess(opts: ServeOptions): Promise<number> {
       })
     : null;
   let stopping = false;
-  const stop = (signal: string) => {
+  const stop = async (signal: string, drainSeconds = 0) => {
     if (stopping) {
       log.warn('second signal: exiting now');
       for (const a of owned) removeSocketFile(a);
       process.exit(1);
     }
     stopping = true;
+    if (drainSeconds > 0) {
+      log.info({ signal, drainDelay: drainSeconds }, 'draining: serving as usual until the graceful stop');
+      await new Promise((r) => setTimeout(r, drainSeconds * 1000));
+    }
     log.info({ signal, inflight: server.counters.inflight }, 'stopping gracefully');
-    server.stop(opts.gracefulTimeout * 1000).then(() => {
-      stats?.close();
-      for (const a of owned) removeSocketFile(a);
-      process.exit(0);
-    });
+    await server.stop(opts.gracefulTimeout * 1000);
+    stats?.close();
+    for (const a of owned) removeSocketFile(a);
+    process.exit(0);
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGTERM', () => stop('SIGTERM', opts.drainDelay));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => log.warn('SIGHUP: a rolling reload needs workers (--workers N >= 1); ignored'));
   process.stdout.write(`gatewire serve: listening on ${bound.join(', ')} (in-process, ${app.kind} app ${opts.app})\n`);

@@ -1,4 +1,5 @@
-// Docker does not run here, so this proves the image would be built the way
+// Without an engine (the image itself is built and run in
+// deploy-compose-scales-on-a-real-engine), this proves the image is built the way
 // the test suite builds and runs the code: the Dockerfile's build steps are
 // `npm ci` + `npm run build` (the package.json script), the runtime stage
 // installs production dependencies only, and running that same build produces
@@ -46,12 +47,22 @@ test('build steps are `npm ci` then the package.json build script; the runtime i
     if (m) assert.ok(pkg.scripts[m[1]], `package.json has the script ${m[1]}`);
   }
   assert.equal(pkg.scripts.build, 'node bin/build-dist.js');
+  // Everything the build compiles is in the build stage (a source directory left out fails only in Docker).
+  const included = JSON.parse(readFileSync(path.join(ROOT, 'tsconfig.build.json'), 'utf8').replace(/^\s*\/\/.*$/gm, '')).include as string[];
+  const copied = build.instructions.filter((i) => i.op === 'COPY' && !i.flags.from).flatMap((i) => i.args.slice(0, -1));
+  for (const dir of included) assert.ok(copied.includes(dir), `the build stage copies ${dir} (tsconfig.build.json includes it)`);
   const runtimeCmds = runCommands(runtime);
   assert.ok(
     runtimeCmds.some((c) => /^npm ci\b.*--omit=dev/.test(c)),
     `runtime stage runs npm ci --omit=dev: ${JSON.stringify(runtimeCmds)}`,
   );
   assert.ok(!runtimeCmds.some((c) => /^npm run build/.test(c)), 'nothing is compiled in the runtime stage');
+  // tsx (a TypeScript loader the compiled image never uses) is optional, and the runtime leaves it out.
+  assert.ok(pkg.optionalDependencies?.tsx && !pkg.dependencies.tsx, 'tsx is an optional dependency');
+  assert.ok(
+    runtimeCmds.some((c) => /^npm ci\b.*--omit=optional/.test(c)),
+    `runtime stage runs npm ci --omit=optional: ${JSON.stringify(runtimeCmds)}`,
+  );
   // The lockfile is what both `npm ci` read, and .ci/run (the test entry point) uses npm ci + npm test too.
   const ciScript = readFileSync(path.join(ROOT, '.ci/run'), 'utf8');
   assert.match(ciScript, /^npm ci\b/m);

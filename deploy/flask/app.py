@@ -4,7 +4,7 @@ the Node appservers it reaches with gatewire's native protocol."""
 import os
 import socket
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, request, url_for
 
 app = Flask(__name__)
 
@@ -24,6 +24,18 @@ def whoami():
         path=request.path,
         script_name=request.script_root,
         forwarded_for=request.headers.get("X-Forwarded-For"),
+    )
+
+
+@app.get("/links")
+def links():
+    # Mounted under a prefix (/flask/ in gatewire.yaml, strip_prefix), the app
+    # learns it from SCRIPT_NAME, as under NGINX's `uwsgi_param SCRIPT_NAME`:
+    # url_for then builds links that lead back through the proxy.
+    return jsonify(
+        script_name=request.script_root,
+        whoami=url_for("whoami"),
+        index=url_for("index"),
     )
 
 

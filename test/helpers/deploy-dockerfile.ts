@@ -1,6 +1,6 @@
-// A Dockerfile reader for the deploy tests: Docker does not run on these
-// machines, so the tests read the build steps and check them against what the
-// test suite itself runs. Handles what our Dockerfiles use: comments, parser
+// A Dockerfile reader for the deploy tests: they read the build steps and
+// check them against what the test suite itself runs, without an engine (the
+// image itself is built and run in deploy-compose-scales-on-a-real-engine). Handles what our Dockerfiles use: comments, parser
 // directives, `\` continuations, JSON (exec) and shell forms, multi-stage FROM.
 
 export interface Instruction {

@@ -12,6 +12,9 @@ const APT_HINT: Record<string, string> = {
   'redis-server': 'redis-server',
   wrk: 'wrk',
   'docker-compose': 'docker-compose',
+  dockerd: 'docker.io',
+  containerd: 'docker.io',
+  runc: 'docker.io',
   chromium: 'chromium',
 };
 
