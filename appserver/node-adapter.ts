@@ -291,16 +291,22 @@ function attachBody(req: IncomingMessage, scope: RequestScope): void {
   });
 }
 
-export function runNode(scope: RequestScope, listener: NodeListener): void {
-  const { ex, head } = scope;
-  const out = new ExchangeOutput(scope);
-  const socket = new ExchangeSocket(head, out);
-  const req = new IncomingMessage(socket as never) as BodyReq;
+/** Node's own IncomingMessage for a request head, as node:http builds it (HTTP/1.1; the caller sets the headers). */
+export function incomingMessage(socket: object, head: RequestHead): IncomingMessage {
+  const req = new IncomingMessage(socket as never);
   req.method = head.method;
   req.url = head.target;
   req.httpVersion = '1.1';
   req.httpVersionMajor = 1;
   req.httpVersionMinor = 1;
+  return req;
+}
+
+export function runNode(scope: RequestScope, listener: NodeListener): void {
+  const { ex, head } = scope;
+  const out = new ExchangeOutput(scope);
+  const socket = new ExchangeSocket(head, out);
+  const req = incomingMessage(socket, head) as BodyReq;
   const raw = httpHeadersFromVars(ex.vars);
   const bodyless = head.contentLength === 0 || ex.readableEnded || (head.contentLength < 0 && (head.method === 'GET' || head.method === 'HEAD'));
   // A body of unknown length (native uploads): body-parser and friends look for a

@@ -8,13 +8,14 @@
 // they compose themselves) as HTTP/1.1 bytes to whatever socket they were
 // given, then frames; they need only a Duplex (ws says so). Parsing that head
 // with the project's HttpResponseParser keeps the apps unchanged.
-import { IncomingMessage, type Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import { Duplex } from 'node:stream';
 import { ErrorCode } from '../protocol/constants.ts';
 import { HttpResponseParser } from '../protocol/http-response.ts';
 import { httpHeadersFromVars } from '../protocol/uwsgi.ts';
 import type { Vars } from '../protocol/vars.ts';
 import type { AppExchange } from './exchange.ts';
+import { incomingMessage } from './node-adapter.ts';
 import { setRawHeaders } from './node-internals.ts';
 import type { RequestScope } from './scope.ts';
 
@@ -281,12 +282,7 @@ export class UpgradeSocket extends Duplex {
 /** The IncomingMessage of an upgrade request (no body), as node:http hands it to 'upgrade'. */
 export function upgradeRequest(scope: RequestScope, socket: UpgradeSocket): IncomingMessage {
   const { head, ex } = scope;
-  const req = new IncomingMessage(socket as never);
-  req.method = head.method;
-  req.url = head.target;
-  req.httpVersion = '1.1';
-  req.httpVersionMajor = 1;
-  req.httpVersionMinor = 1;
+  const req = incomingMessage(socket, head);
   const raw = httpHeadersFromVars(ex.vars);
   setRawHeaders(req, raw);
   req.complete = true;
