@@ -239,6 +239,17 @@ async function chain<B extends { proc: Proc }, F extends { proc: Proc; port: num
   return running(f.port, { proxy: f.proc.child.pid!, app: b.proc.child.pid! }, [f.proc, b.proc]);
 }
 
+/** Rows 2 and 2q: gatewire proxy → gatewire serve over a Unix socket, with or without the access log. */
+function gatewireOverUnixSocket(o: StartOptions, accessLog: boolean): Promise<Running> {
+  return chain(
+    async () => {
+      const sock = `unix:${path.join(o.dir, 'app.sock')}`;
+      return { proc: await startGatewireServe(o, sock), sock };
+    },
+    (b) => startGatewireProxy(o, 'gatewire', b.sock, accessLog),
+  );
+}
+
 const UWSGI_LOCATION = 'include /etc/nginx/uwsgi_params;\n      uwsgi_pass app;';
 const HTTP_LOCATION = 'proxy_pass http://app;\n      proxy_http_version 1.1;\n      proxy_set_header Connection "";';
 
@@ -267,27 +278,13 @@ export const CONFIGURATIONS: Configuration[] = [
     id: '2',
     label: 'gatewire proxy → gatewire serve (native, Unix socket)',
     workers: 'gatewire proxy: 1 process; gatewire serve: master + 1 worker',
-    start: (o) =>
-      chain(
-        async () => {
-          const sock = `unix:${path.join(o.dir, 'app.sock')}`;
-          return { proc: await startGatewireServe(o, sock), sock };
-        },
-        (b) => startGatewireProxy(o, 'gatewire', b.sock),
-      ),
+    start: (o) => gatewireOverUnixSocket(o, true),
   },
   {
     id: '2q',
     label: 'gatewire proxy, access log off → gatewire serve (native, Unix socket)',
     workers: 'gatewire proxy: 1 process; gatewire serve: master + 1 worker',
-    start: (o) =>
-      chain(
-        async () => {
-          const sock = `unix:${path.join(o.dir, 'app.sock')}`;
-          return { proc: await startGatewireServe(o, sock), sock };
-        },
-        (b) => startGatewireProxy(o, 'gatewire', b.sock, false),
-      ),
+    start: (o) => gatewireOverUnixSocket(o, false),
   },
   {
     id: '2t',
