@@ -8,6 +8,7 @@
 // process, from /proc) and the ratio; the target is every shape ≤ 1.0×.
 // Rounds are interleaved (gatewire, node:http, node:http, gatewire, …) and the
 // table shows medians. Client CPU (this process) is not counted.
+import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import type { GatewireSession } from '../protocol/session.ts';
@@ -164,6 +165,9 @@ async function main(): Promise<void> {
       concurrency: { type: 'string', default: '16' },
       only: { type: 'string' },
       'cpu-prof': { type: 'string' },
+      // Extra V8/Node flags for the serve processes (and their workers), e.g. '--trace-gc-nvp'.
+      'node-flags': { type: 'string' },
+      'node-flags-out': { type: 'string' },
     },
   });
   const rounds = Number(args.rounds);
@@ -176,6 +180,7 @@ async function main(): Promise<void> {
   try {
     // --cpu-prof DIR: every serve process (and its worker, which inherits execArgv) writes a profile there.
     const nodeFlags = args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', args['cpu-prof']] : [];
+    if (args['node-flags']) nodeFlags.push(...args['node-flags'].split(' ').filter(Boolean));
     const serve = async (app: string, sock: string) => {
       const p = startProcess(process.execPath, [...nodeFlags, GATEWIRE_BIN, 'serve', `bench/apps/${app}`, '--listen', `unix:${dir}/${sock}`, '--workers', '1'], { cwd: ROOT });
       procs.push(p);
@@ -231,6 +236,8 @@ async function main(): Promise<void> {
     await pool.close();
   } finally {
     for (const p of procs) await p.stop(5000);
+    // With --node-flags (a GC trace, say) the serve processes' output is the point: keep it.
+    if (args['node-flags']) for (const p of procs.slice(0, 2)) writeFileSync(`${args['node-flags-out'] ?? '/tmp'}/gw-shapes-serve-${p.child.pid}.log`, p.output());
     cleanup();
   }
 }

@@ -1,11 +1,16 @@
 // gatewire native framing: encoder helpers and the incremental FrameDecoder.
 //
 // Hand-written because it is the codec itself. The decoder is built the way
-// undici's parser is: payloads are handed out as views into the socket's own
-// chunk when a frame lies inside one chunk (zero copy), the 8-byte header of a
-// frame split across chunks is assembled in one reused scratch buffer, and a
-// split payload is assembled once into a buffer of exactly its size (at most
-// MAX_FRAME_PAYLOAD, so memory per connection is bounded).
+// undici's parser is: payloads are handed out as views into the pushed chunk
+// when a frame lies inside one chunk (zero copy), the 8-byte header of a frame
+// split across chunks is assembled in one reused scratch buffer, and a split
+// payload of a control frame (REQUEST, RESPONSE, ...) is assembled once into a
+// buffer of exactly its size (at most MAX_FRAME_PAYLOAD, so memory per
+// connection is bounded). DATA payloads are never assembled when the sink
+// takes them in pieces (FrameSink.onDataHeader/onDataPiece): a body frame split
+// across two socket reads then costs no allocation and no copy here, and the
+// sink decides where the bytes go (the session copies them once, straight into
+// what the application receives).
 import {
   ErrorCode,
   Flag,
@@ -36,6 +41,14 @@ export interface Settings {
 /** Receives whole frames. `payload` may be a view into the caller's chunk: copy it to keep it past the call if the chunk is reused. */
 export interface FrameSink {
   onFrame(type: number, flags: number, streamId: number, payload: Buffer): void;
+  /**
+   * Optional, with onDataPiece: DATA frames come here instead of onFrame, the header first (its
+   * shape checked), then the payload in one or more pieces as the chunks arrive. A sink without
+   * them gets every DATA frame whole through onFrame.
+   */
+  onDataHeader?(flags: number, streamId: number, length: number): void;
+  /** Bytes [start, end) of `chunk` are the next part of the current DATA payload (valid during the call only); `last` on its final part. Never called for an empty payload. */
+  onDataPiece?(chunk: Buffer, start: number, end: number, last: boolean): void;
 }
 
 // ---------------------------------------------------------------- encoding
@@ -169,7 +182,7 @@ export function decodeGoaway(payload: Buffer): GoawayInfo {
 // ---------------------------------------------------------------- FrameDecoder
 
 // Decoder states as plain numbers (biome forbids const enums; tsx compiles each file alone).
-const State = { Header: 0, Payload: 1, Dead: 2 } as const;
+const State = { Header: 0, Payload: 1, Dead: 2, DataPieces: 3 } as const;
 type StateValue = (typeof State)[keyof typeof State];
 
 /**
@@ -192,12 +205,15 @@ export class FrameDecoder {
   private payloadFill = 0;
   private sawPreface: boolean;
   private error: ProtocolError | null = null;
+  /** The sink takes DATA in pieces (see FrameSink.onDataHeader). */
+  private readonly dataPieces: boolean;
   /** Frames decoded so far (for stats and tests). */
   frames = 0;
 
   constructor(sink: FrameSink, opts: { expectPreface?: boolean } = {}) {
     this.sink = sink;
     this.sawPreface = opts.expectPreface === false;
+    this.dataPieces = typeof sink.onDataHeader === 'function' && typeof sink.onDataPiece === 'function';
   }
 
   get failed(): ProtocolError | null {
@@ -231,6 +247,15 @@ export class FrameDecoder {
         }
         const err = this.checkHeader();
         if (err) return this.fail(err);
+        if (this.type === FrameType.DATA && this.dataPieces) {
+          this.frames++;
+          this.sink.onDataHeader!(this.flags, this.streamId, this.length);
+          if (this.killed()) return this.error;
+          if (this.length === 0) continue;
+          this.payloadFill = 0;
+          this.state = State.DataPieces;
+          continue;
+        }
         if (this.length === 0) {
           if (!this.emit(EMPTY)) return this.error;
           continue;
@@ -244,6 +269,16 @@ export class FrameDecoder {
         this.payload = Buffer.allocUnsafe(this.length);
         this.payloadFill = 0;
         this.state = State.Payload;
+      }
+      if (this.state === State.DataPieces) {
+        const n = Math.min(this.length - this.payloadFill, len - pos);
+        this.payloadFill += n;
+        const last = this.payloadFill === this.length;
+        if (last) this.state = State.Header;
+        this.sink.onDataPiece!(chunk, pos, pos + n, last);
+        pos += n;
+        if (this.killed()) return this.error;
+        continue;
       }
       // State.Payload: finish assembling a split payload.
       const payload = this.payload!;
@@ -260,7 +295,7 @@ export class FrameDecoder {
     return null;
   }
 
-  /** Bytes held between pushes: a partial header, or a split payload (at most FRAME_HEADER_SIZE + MAX_FRAME_PAYLOAD). */
+  /** Bytes held between pushes: a partial header, or a split control payload (at most FRAME_HEADER_SIZE + MAX_FRAME_PAYLOAD; a DATA payload given in pieces holds none). */
   get bufferedBytes(): number {
     return this.headerFill + (this.payload ? this.payload.length : 0);
   }
@@ -283,6 +318,11 @@ export class FrameDecoder {
     this.sink.onFrame(this.type, this.flags, this.streamId, payload);
     // The sink may have killed the decoder (e.g. the session was destroyed).
     return this.state !== State.Dead;
+  }
+
+  /** The sink may kill the decoder from inside a call (the session was destroyed). */
+  private killed(): boolean {
+    return this.state === State.Dead;
   }
 
   private checkHeader(): ProtocolError | null {

@@ -157,6 +157,9 @@ interface PendingPing {
 
 type WriteCallback = (err?: Error | null) => void;
 
+/** Receives body bytes [start, end) of `chunk`, valid during the call only (the chunk may be a reused read buffer). */
+export type BodySink = (chunk: Buffer, start: number, end: number) => void;
+
 // Module-level callbacks so that nextTick/timers allocate no closure.
 function uncorkSession(s: GatewireSession): void {
   s._uncork();
@@ -226,6 +229,16 @@ export class GatewireSession extends EventEmitter implements FrameSink {
   private closeTimer: NodeJS.Timeout | null = null;
   /** Chunks that arrived before the first tick (so 'stream' is never emitted inside the constructor). */
   private startQueue: Buffer[] | null = [];
+  /** The chunk being decoded; the DATA pieces of streams in rxWaiting are ranges of it. */
+  private rxChunk: Buffer = EMPTY;
+  /** rxChunk is the caller's reused read buffer (receiveBorrowed): body bytes are copied out of it. */
+  private rxBorrowed = false;
+  /** Streams with body bytes in rxChunk not yet delivered. */
+  private readonly rxWaiting: GatewireStream[] = [];
+  /** Where the payload pieces of the DATA frame being decoded go (null: dropped). */
+  private rxStream: GatewireStream | null = null;
+  /** The DATA frame being decoded carries END_STREAM. */
+  private rxEnd = false;
 
   private readonly onSocketData: (chunk: Buffer) => void;
   private readonly onSocketDrain: () => void;
@@ -253,7 +266,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
 
     this.onSocketData = (chunk) => {
       if (this.startQueue !== null) this.startQueue.push(chunk);
-      else this.receive(chunk);
+      else this.receive(chunk, false);
     };
     this.onSocketDrain = () => {
       this.socketBlocked = false;
@@ -398,14 +411,30 @@ export class GatewireSession extends EventEmitter implements FrameSink {
   _start(): void {
     const queue = this.startQueue!;
     this.startQueue = null;
-    for (let i = 0; i < queue.length && !this._destroyed; i++) this.receive(queue[i]);
+    for (let i = 0; i < queue.length && !this._destroyed; i++) this.receive(queue[i], false);
   }
 
-  private receive(chunk: Buffer): void {
+  /**
+   * Bytes the caller read into a buffer it reuses for the next read (net.Socket's `onread`,
+   * instead of a fresh buffer per read and 'data'): decoded now, and nothing of `chunk` is kept
+   * past the call — body bytes are copied once, coalesced per stream, into the chunks the
+   * application receives. The socket's 'data' events (if any still come) are handled as well.
+   */
+  receiveBorrowed(chunk: Buffer): void {
+    if (this.startQueue !== null) this.startQueue.push(Buffer.from(chunk));
+    else this.receive(chunk, true);
+  }
+
+  /** `borrowed`: the caller reuses `chunk` after this call, so body bytes must be copied out of it. */
+  private receive(chunk: Buffer, borrowed: boolean): void {
     if (this._destroyed) return;
     this.receivedSinceTick = true;
+    this.rxChunk = chunk;
+    this.rxBorrowed = borrowed;
     try {
       const err = this.decoder.push(chunk);
+      // The body bytes of this chunk go to their streams before a connection error tears them down (the order of the wire).
+      this.flushReceived();
       if (err !== null && !this._destroyed) this.connectionError(err);
     } catch (cause) {
       // A throwing event handler must not escape a socket callback: it ends this connection only.
@@ -413,15 +442,59 @@ export class GatewireSession extends EventEmitter implements FrameSink {
       (err as { cause?: unknown }).cause = cause;
       if (this.listenerCount('error') === 0) process.emitWarning(`gatewire session: ${(cause as Error)?.stack ?? cause}`);
       this.connectionError(err);
+    } finally {
+      // After a throw, what was not delivered is dropped (the connection is failing): nothing may point into `chunk` now.
+      const waiting = this.rxWaiting;
+      for (let i = 0; i < waiting.length; i++) waiting[i]._rxRanges = null;
+      waiting.length = 0;
+      this.rxChunk = EMPTY;
     }
+  }
+
+  /**
+   * Hands every stream the body bytes this chunk carried for it: one chunk per stream and read
+   * (a copy when the read buffer is reused; views otherwise, as the socket gave them), or straight
+   * to a whole-body sink without any chunk of ours.
+   */
+  private flushReceived(): void {
+    const waiting = this.rxWaiting;
+    for (let i = 0; i < waiting.length; i++) this.deliverReceived(waiting[i]);
+    waiting.length = 0;
+  }
+
+  private deliverReceived(stream: GatewireStream): void {
+    const ranges = stream._rxRanges;
+    if (ranges === null) return;
+    const count = ranges.length;
+    const total = stream._rxBytes;
+    stream._rxRanges = null;
+    stream._rxBytes = 0;
+    // Destroyed, or its body cut short by a response that ended first (_afterLocalEnd): the bytes are dropped.
+    if (stream.destroyed || stream._remoteEnded) return;
+    const chunk = this.rxChunk;
+    const sink = stream._bodySink;
+    if (sink !== null) {
+      for (let i = 0; i < count; i += 2) sink(chunk, ranges[i], ranges[i + 1]);
+      this._consumed(stream, total);
+      return;
+    }
+    if (!this.rxBorrowed) {
+      for (let i = 0; i < count; i += 2) stream.push(chunk.subarray(ranges[i], ranges[i + 1]));
+      return;
+    }
+    if (count === 2) {
+      stream.push(Buffer.copyBytesFrom(chunk, ranges[0], total));
+      return;
+    }
+    const out = Buffer.allocUnsafe(total);
+    let at = 0;
+    for (let i = 0; i < count; i += 2) at += chunk.copy(out, at, ranges[i], ranges[i + 1]);
+    stream.push(out);
   }
 
   /** @internal FrameSink: one decoded frame (shape already checked by FrameDecoder). */
   onFrame(type: number, flags: number, streamId: number, payload: Buffer): void {
     switch (type) {
-      case FrameType.DATA:
-        this.onData(flags, streamId, payload);
-        return;
       case FrameType.WINDOW:
         this.onWindow(streamId, payload.readUInt32LE(0));
         return;
@@ -535,8 +608,10 @@ export class GatewireSession extends EventEmitter implements FrameSink {
     if (flags & Flag.END_STREAM && !stream._wireClosed) this.remoteEnd(stream);
   }
 
-  private onData(flags: number, id: number, payload: Buffer): void {
-    const n = payload.length;
+  /** @internal FrameSink: a DATA frame's header; its payload follows in onDataPiece calls, routed to the stream chosen here. */
+  onDataHeader(flags: number, id: number, n: number): void {
+    this.rxStream = null;
+    this.rxEnd = false;
     // Connection credit is consumed and returned on receipt whatever becomes of the stream.
     if (n > 0) {
       if (n > this.connRecvWindow) {
@@ -579,9 +654,31 @@ export class GatewireSession extends EventEmitter implements FrameSink {
         this.streamError(stream, ErrorCode.BODY_TOO_LARGE, `request body exceeds ${this.maxRequestBody} bytes`);
         return;
       }
-      stream.push(payload);
+      this.rxStream = stream;
+      this.rxEnd = (flags & Flag.END_STREAM) !== 0;
+      return;
     }
-    if (flags & Flag.END_STREAM && !stream._wireClosed) this.remoteEnd(stream);
+    if (flags & Flag.END_STREAM && !stream._wireClosed) this.endReceived(stream);
+  }
+
+  /** @internal FrameSink: bytes [start, end) of `chunk` belong to the current DATA frame. */
+  onDataPiece(_chunk: Buffer, start: number, end: number, last: boolean): void {
+    const stream = this.rxStream;
+    if (stream === null) return; // a frame for a closed or failed stream: its credit was counted, the bytes are dropped
+    if (last) this.rxStream = null;
+    if (stream.destroyed) return;
+    if (stream._rxRanges === null) {
+      stream._rxRanges = [start, end];
+      this.rxWaiting.push(stream);
+    } else stream._rxRanges.push(start, end);
+    stream._rxBytes += end - start;
+    if (last && this.rxEnd && !stream._wireClosed) this.endReceived(stream);
+  }
+
+  /** END_STREAM: what this chunk carried for the stream goes first. */
+  private endReceived(stream: GatewireStream): void {
+    this.deliverReceived(stream);
+    this.remoteEnd(stream);
   }
 
   private onWindow(id: number, increment: number): void {
@@ -987,6 +1084,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
 
 function noop(): void {}
 
+const EMPTY = Buffer.alloc(0);
 const NO_VARS: Vars = [];
 const STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, highWaterMark: 64 * 1024 };
 const BODYLESS_STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, writable: false, highWaterMark: 64 * 1024 };
@@ -1022,6 +1120,9 @@ export class GatewireStream extends Duplex {
   /** @internal */ _discardWrites = false;
   /** @internal REQUEST carried UPGRADE */ _upgrade = false;
   /** @internal a 101 RESPONSE was sent / received: DATA is tunnel bytes, each direction ends on its own */ _tunnel = false;
+  /** @internal [start, end, ...] of the session's current chunk: body bytes received, not yet delivered */ _rxRanges: number[] | null = null;
+  /** @internal the bytes in _rxRanges */ _rxBytes = 0;
+  /** @internal takes the body instead of the readable side (takeBody) */ _bodySink: BodySink | null = null;
   private resetCode: number = ErrorCode.CANCEL;
 
   constructor(session: GatewireSession, id: number, vars: Vars, bodyless = false) {
@@ -1096,6 +1197,19 @@ export class GatewireStream extends Duplex {
   discardBody(): void {
     if (this._remoteEnded) this.resume();
     else this.reset(ErrorCode.CANCEL);
+  }
+
+  /**
+   * The whole body is wanted at once (a server reading text(), json(), ...): from now on its bytes
+   * go to `sink` as they are decoded — no chunk, no 'data' event and no readable buffering each —
+   * and count as consumed at once (flow control then paces the peer by the sink's speed, which is a
+   * copy). What the readable side already holds goes to the sink first. 'end' still says the body
+   * is complete, 'close' without it that it never will be.
+   */
+  takeBody(sink: BodySink): void {
+    for (let c = this.read() as Buffer | null; c !== null; c = this.read() as Buffer | null) sink(c, 0, c.length);
+    this._bodySink = sink;
+    this.resume();
   }
 
   /**
