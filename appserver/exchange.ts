@@ -21,6 +21,11 @@ export interface AppExchange extends Duplex {
   reset(code?: number): void;
   /** The response is complete and the rest of the request body is not wanted: stop it (native: RESET CANCEL; uwsgi: read and drop it). */
   discardBody(): void;
+  /**
+   * Optional: the whole body is wanted at once, so its bytes go to `sink` as they arrive (valid
+   * during the call only) instead of through the readable side; 'end' and 'close' still come.
+   */
+  takeBody?(sink: (chunk: Buffer, start: number, end: number) => void): void;
 }
 
 /** What the adapters read from the vars in one pass over them. */

@@ -18,6 +18,7 @@ const BODY_HIGH_WATER_MARK = 64 * 1024;
 const NOT_YET = Symbol('not yet');
 const NOT_YET_PROMISE: Promise<typeof NOT_YET> = Promise.resolve(NOT_YET);
 const EMPTY = new Uint8Array(0);
+const EMPTY_BUFFER = Buffer.alloc(0);
 
 function requestBody(scope: RequestScope): ReadableStream<Uint8Array> {
   const ex = scope.ex;
@@ -65,50 +66,50 @@ function requestBody(scope: RequestScope): ReadableStream<Uint8Array> {
 }
 
 /**
- * The whole request body in one buffer, read straight from the exchange: with
- * a known length, each chunk is copied once into a buffer of that size (what
- * Buffer.concat would do at the end, without holding the chunks meanwhile).
+ * The whole request body in one buffer, read straight from the exchange: each
+ * piece is copied once into a buffer sized by CONTENT_LENGTH (grown by
+ * doubling, up to --max-body, when the length is unknown), never held as a
+ * chunk meanwhile. A native stream hands the pieces over as they are decoded
+ * (takeBody), without a chunk object or a 'data' event each.
  */
 function requestBytes(scope: RequestScope): Promise<Buffer> {
   const ex = scope.ex;
   const limit = scope.limits.maxBody;
   const known = scope.head.contentLength;
   return new Promise<Buffer>((resolve, reject) => {
-    let out: Buffer | null = known > 0 ? Buffer.allocUnsafe(known) : null;
-    let chunks: Buffer[] | null = out === null ? [] : null;
+    let out: Buffer = known > 0 ? Buffer.allocUnsafe(Math.min(known, limit)) : EMPTY_BUFFER;
     let received = 0;
     let settled = false;
-    const onData = (chunk: Buffer) => {
+    const take = (chunk: Buffer, start: number, end: number) => {
       if (settled) return;
-      const end = received + chunk.length;
-      if (end > limit) {
+      const total = received + (end - start);
+      if (total > limit) {
         settled = true;
-        ex.off('data', onData);
         reject(new Error('request body exceeds --max-body'));
         scope.tooLarge();
         return;
       }
-      if (out !== null && end <= out.length) chunk.copy(out, received);
-      else {
-        // More than announced (cannot happen on a well-behaved wire): keep what came.
-        if (chunks === null) chunks = out === null ? [] : [out.subarray(0, received)];
-        out = null;
-        chunks.push(chunk);
+      if (total > out.length) {
+        // Unknown length (or more than announced): double, as far as the limit allows.
+        const grown = Buffer.allocUnsafe(Math.min(limit, Math.max(total, 2 * out.length, 16 * 1024)));
+        out.copy(grown, 0, 0, received);
+        out = grown;
       }
-      received = end;
+      chunk.copy(out, received, start, end);
+      received = total;
     };
-    ex.on('data', onData);
     ex.once('end', () => {
       if (settled) return;
       settled = true;
-      if (out !== null) resolve(received === out.length ? out : out.subarray(0, received));
-      else resolve(Buffer.concat(chunks!, received));
+      resolve(received === out.length ? out : out.subarray(0, received));
     });
     ex.once('close', () => {
       if (settled) return;
       settled = true;
       reject(new DOMException('the client went away', 'AbortError'));
     });
+    if (ex.takeBody) ex.takeBody(take);
+    else ex.on('data', (chunk: Buffer) => take(chunk, 0, chunk.length));
   });
 }
 

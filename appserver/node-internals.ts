@@ -12,16 +12,7 @@
 // points where Node hands it to the socket: `_storeHeader` (the head is
 // rendered) and `_send` (a piece of body, the head first). Nothing is
 // re-implemented: every public behaviour stays Node's.
-//
-// And one private part of node:net: a socket created with the public `onread`
-// option reads into one buffer the caller reuses, instead of a fresh 64 KiB
-// buffer per read whose garbage (external memory) drives full collections —
-// a third of the worker's time when it received 1 MiB request bodies. A
-// server's accepted sockets cannot be given that option, so readIntoBuffer()
-// sets on an accepted socket the two fields `onread` sets (Symbol(kBuffer),
-// Symbol(kBufferCb)) and points its handle at the buffer (useUserBuffer).
 import { IncomingMessage, OutgoingMessage, ServerResponse } from 'node:http';
-import { Socket } from 'node:net';
 
 export class NodeInternalsChanged extends Error {
   constructor(what: string) {
@@ -109,37 +100,4 @@ export function emitDrainIfNeeded(res: ServerResponse): void {
     r[K_NEED_DRAIN] = false;
     res.emit('drain');
   }
-}
-
-/** The fields net.Socket's `onread` option sets: the buffer reads go into, and the callback each read is handed to. */
-const [K_BUFFER, K_BUFFER_CB] = (() => {
-  const probe = new Socket();
-  const own = Object.getOwnPropertySymbols(probe);
-  const find = (name: string) => {
-    const k = own.find((s) => s.description === name);
-    if (k === undefined) throw new NodeInternalsChanged(`net.Socket has no Symbol(${name}) (the state of the onread option)`);
-    return k;
-  };
-  const keys = [find('kBuffer'), find('kBufferCb')] as const;
-  probe.destroy();
-  return keys;
-})();
-
-type UserBufferHandle = { useUserBuffer?: (buf: Uint8Array) => void };
-
-/**
- * What `new net.Socket({ onread: { buffer, callback } })` does, for a socket a server accepted:
- * from now on every read lands in `buffer` (overwritten by the next read) and is handed to
- * `onRead(bytes, buffer)` instead of being emitted as 'data'; 'end', 'close' and errors are as
- * before. False when the socket has no handle to read with (closed, or not a real socket).
- */
-export function readIntoBuffer(socket: Socket, buffer: Buffer, onRead: (this: Socket, bytes: number, buf: Buffer) => void): boolean {
-  const handle = (socket as unknown as { _handle?: UserBufferHandle | null })._handle;
-  if (handle === null || handle === undefined || socket.destroyed) return false;
-  if (typeof handle.useUserBuffer !== 'function') throw new NodeInternalsChanged("a socket's handle has no useUserBuffer() (what net.Socket's onread option calls)");
-  const s = socket as unknown as Record<symbol, unknown>;
-  s[K_BUFFER] = buffer;
-  s[K_BUFFER_CB] = onRead;
-  handle.useUserBuffer(buffer);
-  return true;
 }

@@ -11,7 +11,6 @@ import { type AppExchange, readRequestHead } from './exchange.ts';
 import { runFetch } from './fetch-adapter.ts';
 import type { Logger } from './log.ts';
 import { runNode } from './node-adapter.ts';
-import { readIntoBuffer } from './node-internals.ts';
 import type { ServeOptions } from './options.ts';
 import { RequestScope, type ScopeLimits } from './scope.ts';
 import { closeOpenTunnels, runNodeUpgrade } from './upgrade.ts';
@@ -21,13 +20,6 @@ import { serveUwsgiConnection, type UwsgiContext } from './uwsgi-connection.ts';
 const TUNNEL_CLOSE_FLUSH_MS = 1000;
 /** How long a new connection may stay silent before its protocol is known. */
 const FIRST_BYTES_TIMEOUT_MS = 10_000;
-/**
- * What one read of a native connection takes at most. One buffer for every native connection of
- * the process: a read is decoded to the end before the next one starts (the session copies body
- * bytes out of it into what the app receives), so no read can overwrite another's bytes in use.
- */
-const NATIVE_READ_BUFFER_SIZE = 256 * 1024;
-let nativeReadBuffer: Buffer | null = null;
 
 export interface ServerCounters {
   requests: number;
@@ -191,8 +183,6 @@ export class AppServer {
     this.sessions.add(session);
     this.counters.sessions++;
     session.on('stream', (stream: GatewireStream) => this.dispatch(stream));
-    nativeReadBuffer ??= Buffer.allocUnsafeSlow(NATIVE_READ_BUFFER_SIZE);
-    readIntoBuffer(socket, nativeReadBuffer, (bytes, buf) => session.receiveBorrowed(buf.subarray(0, bytes)));
     session.on('error', (err: ProtocolError | Error) => this.protocolError(socket, err, 'native'));
     session.once('close', () => {
       this.sessions.delete(session);

@@ -1,4 +1,4 @@
-// `npm run bench:shapes [-- --rounds 3] [--seconds 0.6] [--only f/string,n/]`
+// `npm run bench:shapes [-- --rounds 3] [--seconds 0.6] [--only f/string,n/,"req-data POST 1 MiB"]` (--only matches path and description)
 //
 // Every common way of writing an app (bench/apps/shapes.ts) through a real
 // native session to `gatewire serve --workers 1`, next to node:http serving
@@ -174,7 +174,7 @@ async function main(): Promise<void> {
   const seconds = Number(args.seconds);
   const concurrency = Number(args.concurrency);
   const filters = args.only ? args.only.split(',') : null;
-  const shapes = SHAPES.filter((s) => filters === null || filters.some((f) => s.path.includes(f)));
+  const shapes = SHAPES.filter((s) => filters === null || filters.some((f) => `${s.path} ${s.what}`.includes(f)));
   const { dir, cleanup } = tempDir('gw-shapes-');
   const procs: Proc[] = [];
   try {

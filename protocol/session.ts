@@ -231,8 +231,6 @@ export class GatewireSession extends EventEmitter implements FrameSink {
   private startQueue: Buffer[] | null = [];
   /** The chunk being decoded; the DATA pieces of streams in rxWaiting are ranges of it. */
   private rxChunk: Buffer = EMPTY;
-  /** rxChunk is the caller's reused read buffer (receiveBorrowed): body bytes are copied out of it. */
-  private rxBorrowed = false;
   /** Streams with body bytes in rxChunk not yet delivered. */
   private readonly rxWaiting: GatewireStream[] = [];
   /** Where the payload pieces of the DATA frame being decoded go (null: dropped). */
@@ -266,7 +264,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
 
     this.onSocketData = (chunk) => {
       if (this.startQueue !== null) this.startQueue.push(chunk);
-      else this.receive(chunk, false);
+      else this.receive(chunk);
     };
     this.onSocketDrain = () => {
       this.socketBlocked = false;
@@ -411,26 +409,13 @@ export class GatewireSession extends EventEmitter implements FrameSink {
   _start(): void {
     const queue = this.startQueue!;
     this.startQueue = null;
-    for (let i = 0; i < queue.length && !this._destroyed; i++) this.receive(queue[i], false);
+    for (let i = 0; i < queue.length && !this._destroyed; i++) this.receive(queue[i]);
   }
 
-  /**
-   * Bytes the caller read into a buffer it reuses for the next read (net.Socket's `onread`,
-   * instead of a fresh buffer per read and 'data'): decoded now, and nothing of `chunk` is kept
-   * past the call — body bytes are copied once, coalesced per stream, into the chunks the
-   * application receives. The socket's 'data' events (if any still come) are handled as well.
-   */
-  receiveBorrowed(chunk: Buffer): void {
-    if (this.startQueue !== null) this.startQueue.push(Buffer.from(chunk));
-    else this.receive(chunk, true);
-  }
-
-  /** `borrowed`: the caller reuses `chunk` after this call, so body bytes must be copied out of it. */
-  private receive(chunk: Buffer, borrowed: boolean): void {
+  private receive(chunk: Buffer): void {
     if (this._destroyed) return;
     this.receivedSinceTick = true;
     this.rxChunk = chunk;
-    this.rxBorrowed = borrowed;
     try {
       const err = this.decoder.push(chunk);
       // The body bytes of this chunk go to their streams before a connection error tears them down (the order of the wire).
@@ -452,9 +437,10 @@ export class GatewireSession extends EventEmitter implements FrameSink {
   }
 
   /**
-   * Hands every stream the body bytes this chunk carried for it: one chunk per stream and read
-   * (a copy when the read buffer is reused; views otherwise, as the socket gave them), or straight
-   * to a whole-body sink without any chunk of ours.
+   * Hands every stream the body bytes this chunk carried for it: views into the socket's chunk
+   * (no copy), or, for a stream whose body is taken whole, straight to its sink without a chunk,
+   * a 'data' event or readable buffering each. A payload split across two reads is two views,
+   * never assembled.
    */
   private flushReceived(): void {
     const waiting = this.rxWaiting;
@@ -478,18 +464,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
       this._consumed(stream, total);
       return;
     }
-    if (!this.rxBorrowed) {
-      for (let i = 0; i < count; i += 2) stream.push(chunk.subarray(ranges[i], ranges[i + 1]));
-      return;
-    }
-    if (count === 2) {
-      stream.push(Buffer.copyBytesFrom(chunk, ranges[0], total));
-      return;
-    }
-    const out = Buffer.allocUnsafe(total);
-    let at = 0;
-    for (let i = 0; i < count; i += 2) at += chunk.copy(out, at, ranges[i], ranges[i + 1]);
-    stream.push(out);
+    for (let i = 0; i < count; i += 2) stream.push(chunk.subarray(ranges[i], ranges[i + 1]));
   }
 
   /** @internal FrameSink: one decoded frame (shape already checked by FrameDecoder). */
