@@ -845,15 +845,19 @@ export class GatewireSession extends EventEmitter implements FrameSink {
    * when nothing of the stream is queued, the chunk fits one frame and both windows, and the
    * socket takes writes. False: nothing was written, the caller uses write().
    */
-  _sendNow(stream: GatewireStream, chunk: Buffer): boolean {
+  _sendNow(stream: GatewireStream, chunk: Buffer, endStream = false): boolean {
     const n = chunk.length;
     if (this._destroyed || this.socketBlocked || !stream._opened || stream._wireClosed || stream._localEnded || stream._outChunk !== null) return false;
     if (n === 0 || n > MAX_FRAME_PAYLOAD || n > stream._sendWindow || n > this.connSendWindow) return false;
     if (this.role === 'server' && !stream._headersSent) return false;
-    this.writeFrame(encodeDataHeader(stream.id, n, false));
+    this.writeFrame(encodeDataHeader(stream.id, n, endStream));
     this.writeFrame(chunk);
     stream._sendWindow -= n;
     this.connSendWindow -= n;
+    if (endStream) {
+      stream._localEnded = true;
+      this._afterLocalEnd(stream);
+    }
     return true;
   }
 
@@ -1161,6 +1165,30 @@ export class GatewireStream extends Duplex {
       this.session._afterLocalEnd(this);
       this.end();
     }
+  }
+
+  /**
+   * Server: the RESPONSE head, a whole body and END_STREAM (what respond() and end(body) do): the
+   * DATA frames go out at once when nothing is queued and both windows allow, the last one
+   * carrying END_STREAM — no write()/final() round through the Writable and no empty closing
+   * frame; what does not fit the windows now takes the ordinary write path.
+   */
+  respondWhole(status: number, headers: Vars, body: Uint8Array): void {
+    if (body.byteLength === 0) {
+      this.respond(status, headers, { endStream: true });
+      return;
+    }
+    this.respond(status, headers);
+    const bytes = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    let off = 0;
+    if (this.writableLength === 0 && !this.writableEnded && !this.destroyed) {
+      while (bytes.length - off > MAX_FRAME_PAYLOAD && this.session._sendNow(this, bytes.subarray(off, off + MAX_FRAME_PAYLOAD))) off += MAX_FRAME_PAYLOAD;
+      if (bytes.length - off <= MAX_FRAME_PAYLOAD && this.session._sendNow(this, off === 0 ? bytes : bytes.subarray(off), true)) {
+        this.end();
+        return;
+      }
+    }
+    this.end(off === 0 ? bytes : bytes.subarray(off));
   }
 
   /** Which wire an appserver exchange came on (uwsgi classic connections say 'uwsgi'). */
