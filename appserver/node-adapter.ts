@@ -23,6 +23,8 @@ import { emitDrainIfNeeded, type ResponseOutput, routeResponse, setRawHeaders } 
 import type { RequestScope } from './scope.ts';
 
 const HIGH_WATER_MARK = 64 * 1024;
+/** Body pieces of one tick up to this size are joined into one buffer (one write); larger ones are written as they are. */
+const CONCAT_LIMIT = 16 * 1024;
 
 /**
  * What IncomingMessage, ServerResponse and the modules under Express
@@ -187,6 +189,7 @@ class ExchangeOutput implements ResponseOutput {
     const { scope, res } = this;
     const ex = scope.ex;
     const chunks = this.chunks;
+    const bytes = this.bytes;
     const cbs = this.cbs;
     this.chunks = [];
     this.bytes = 0;
@@ -202,13 +205,20 @@ class ExchangeOutput implements ResponseOutput {
         // The common case, res.end(body) in one tick: head, body and end in one write.
         if (chunks.length === 0) ex.respond(this.status, this.headers, { endStream: true });
         else {
-          const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
           // Written in pieces but all there now (res.write … res.end in one tick): sized after all.
-          if (!hasHeader(this.headers, 'content-length')) this.headers.push('content-length', String(body.byteLength));
-          if (ex.respondWhole) ex.respondWhole(this.status, this.headers, body);
-          else {
+          if (!hasHeader(this.headers, 'content-length')) this.headers.push('content-length', String(bytes));
+          if (chunks.length > 1 && bytes > CONCAT_LIMIT) {
+            // Large pieces go as they are: a copy of all of them would be garbage of the body's size.
             ex.respond(this.status, this.headers);
-            ex.end(body);
+            for (let i = 0; i < chunks.length - 1; i++) ex.write(chunks[i]);
+            ex.end(chunks[chunks.length - 1]);
+          } else {
+            const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+            if (ex.respondWhole) ex.respondWhole(this.status, this.headers, body);
+            else {
+              ex.respond(this.status, this.headers);
+              ex.end(body);
+            }
           }
         }
         callAll(cbs);
