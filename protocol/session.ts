@@ -41,8 +41,13 @@
 //   written yet: use stream.iterator({ destroyOnReturn: false }), 'data'/'end',
 //   or pipe.
 // - Stream credit is returned when bytes are emitted as 'data' (flowing mode,
-//   pipe, read() and async iteration all do), batched at half the initial
-//   stream window; connection credit on receipt, batched at half its window.
+//   pipe, read() and async iteration all do), or as they are decoded for a body
+//   taken whole (takeBody), batched at half the initial stream window;
+//   connection credit on receipt, batched at half its window.
+// - Body bytes reach their streams once the whole socket read is decoded, as
+//   views into the read (never copied; a DATA payload split across two reads
+//   is two views, FrameDecoder never assembles it), in wire order per stream;
+//   a stream's END_STREAM comes after its bytes of that read.
 // - Sockets get setNoDelay(true): frames are batched per event-loop iteration by
 //   cork/uncork (flushed in the check phase, after the read burst).
 //
