@@ -108,6 +108,12 @@ function requestBytes(scope: RequestScope): Promise<Buffer> {
       settled = true;
       reject(new DOMException('the client went away', 'AbortError'));
     });
+    if (ex.destroyed && !ex.readableEnded) {
+      // Gone before the app asked for the body ('close' has been emitted already).
+      settled = true;
+      reject(new DOMException('the client went away', 'AbortError'));
+      return;
+    }
     if (ex.takeBody) ex.takeBody(take);
     else ex.on('data', (chunk: Buffer) => take(chunk, 0, chunk.length));
   });
