@@ -14,7 +14,7 @@ import { runNode } from './node-adapter.ts';
 import type { ServeOptions } from './options.ts';
 import { RequestScope, type ScopeLimits } from './scope.ts';
 import { closeOpenTunnels, runNodeUpgrade } from './upgrade.ts';
-import { serveUwsgiConnection, type UwsgiContext } from './uwsgi-connection.ts';
+import { type ConnectionSink, serveUwsgiConnection, type UwsgiContext } from './uwsgi-connection.ts';
 
 /** After the graceful timeout, how long WebSockets closed with 1001 get for the client's close before the rest is destroyed. */
 const TUNNEL_CLOSE_FLUSH_MS = 1000;
@@ -37,10 +37,12 @@ function noop(): void {}
 const kServer = Symbol('gatewire.server');
 const kHead = Symbol('gatewire.firstBytes');
 const kActive = Symbol('gatewire.lastActive');
-type AcceptedSocket = Socket & { [kServer]: AppServer; [kHead]: Buffer | null; [kActive]: number };
+const kSink = Symbol('gatewire.connectionSink');
+type AcceptedSocket = Socket & { [kServer]: AppServer; [kHead]: Buffer | null; [kActive]: number; [kSink]: ConnectionSink | null };
 
 function onAcceptedClose(this: AcceptedSocket): void {
   this[kServer]._socketClosed(this);
+  this[kSink]?.closed();
 }
 
 function protocolUnknown(socket: AcceptedSocket): boolean {
@@ -48,7 +50,12 @@ function protocolUnknown(socket: AcceptedSocket): boolean {
   return head === null || detectProtocol(head) === 'need-more';
 }
 
-function onFirstBytes(this: AcceptedSocket, chunk: Buffer): void {
+function onAcceptedData(this: AcceptedSocket, chunk: Buffer): void {
+  const sink = this[kSink];
+  if (sink !== null) {
+    sink.data(chunk);
+    return;
+  }
   const prev = this[kHead];
   const head = prev === null ? chunk : Buffer.concat([prev, chunk]);
   this[kHead] = head;
@@ -57,10 +64,15 @@ function onFirstBytes(this: AcceptedSocket, chunk: Buffer): void {
     this[kActive] = performance.now();
     return;
   }
-  this.off('data', onFirstBytes);
   const server = this[kServer];
   server._awaiting.delete(this);
   server._route(this, kind, head);
+}
+
+function onAcceptedEnd(this: AcceptedSocket): void {
+  const sink = this[kSink];
+  if (sink !== null) sink.end();
+  else if (protocolUnknown(this)) this.destroy();
 }
 
 /** Once a second: connections silent for FIRST_BYTES_TIMEOUT_MS before their protocol is known are closed. */
@@ -79,8 +91,11 @@ function sweepSilent(server: AppServer): void {
   }
 }
 
-function onEndBeforeProtocol(this: AcceptedSocket): void {
-  if (protocolUnknown(this)) this.destroy();
+const kOwner = Symbol('gatewire.server.owner');
+type OwnedExchange = AppExchange & { [kOwner]: AppServer };
+
+function onExchangeClose(this: OwnedExchange): void {
+  this[kOwner]._exchangeClosed();
 }
 
 export class AppServer {
@@ -152,16 +167,23 @@ export class AppServer {
       this.sweep = setInterval(sweepSilent, 1000, this);
       this.sweep.unref();
     }
-    socket.once('close', onAcceptedClose);
+    s[kSink] = null;
+    socket.on('close', onAcceptedClose);
     socket.on('error', noop);
-    socket.on('data', onFirstBytes);
-    socket.once('end', onEndBeforeProtocol);
+    socket.on('data', onAcceptedData);
+    socket.on('end', onAcceptedEnd);
   }
 
   /** @internal the protocol of `socket` is known from `head` (its first bytes). */
-  _route(socket: Socket, kind: 'native' | 'uwsgi', head: Buffer): void {
-    if (kind === 'native') this.startSession(socket, head);
-    else serveUwsgiConnection(socket, head, this.uwsgiCtx);
+  _route(socket: AcceptedSocket, kind: 'native' | 'uwsgi', head: Buffer): void {
+    if (kind === 'uwsgi') {
+      socket[kSink] = serveUwsgiConnection(socket, head, this.uwsgiCtx);
+      return;
+    }
+    // The session reads the socket itself from now on.
+    socket.off('data', onAcceptedData);
+    socket.off('end', onAcceptedEnd);
+    this.startSession(socket, head);
   }
 
   /** @internal */
@@ -201,13 +223,9 @@ export class AppServer {
   dispatch(ex: AppExchange): void {
     const counters = this.counters;
     counters.inflight++;
+    (ex as OwnedExchange)[kOwner] = this;
     ex.on('error', noop);
-    ex.once('close', () => {
-      counters.inflight--;
-      counters.requests++;
-      this.onRequestDone?.(counters.requests);
-      this.checkIdle();
-    });
+    ex.on('close', onExchangeClose);
     const head = readRequestHead(ex.vars, ex.protocol);
     const scope = new RequestScope(ex, head, this.limits);
     if (head.contentLength > this.opts.maxBody) {
@@ -218,6 +236,15 @@ export class AppServer {
     if (this.app.kind === 'fetch') runFetch(scope, this.app.fetch);
     else if (ex.upgrade === true && this.app.server !== undefined && this.app.server.listenerCount('upgrade') > 0) runNodeUpgrade(scope, this.app.server);
     else runNode(scope, this.app.listener);
+  }
+
+  /** @internal an exchange dispatch() started has closed. */
+  _exchangeClosed(): void {
+    const counters = this.counters;
+    counters.inflight--;
+    counters.requests++;
+    this.onRequestDone?.(counters.requests);
+    this.checkIdle();
   }
 
   private checkIdle(): void {

@@ -18,6 +18,7 @@ export interface UwsgiContext {
 }
 
 const HIGH_WATER_MARK = 64 * 1024;
+const EXCHANGE_OPTIONS = { readableHighWaterMark: HIGH_WATER_MARK, writableHighWaterMark: HIGH_WATER_MARK };
 /** Bodies up to this size are copied behind the head (one pooled buffer); larger ones are written as they are (writev). */
 const COPY_BODY_LIMIT = 16 * 1024;
 
@@ -32,7 +33,7 @@ export class UwsgiExchange extends Duplex implements AppExchange {
   requestRead = false;
 
   constructor(socket: Socket, vars: Vars) {
-    super({ readableHighWaterMark: HIGH_WATER_MARK, writableHighWaterMark: HIGH_WATER_MARK });
+    super(EXCHANGE_OPTIONS);
     this.socket = socket;
     this.vars = vars;
   }
@@ -86,7 +87,7 @@ export class UwsgiExchange extends Duplex implements AppExchange {
         socket.uncork();
       }
       // Nothing left to write (the kernel took it all at once) or to read: close now.
-      if (this.requestRead && socket.writableLength === 0) socket.destroy();
+      if (this.requestRead && socket.writableLength === 0) closeWritten(socket);
       else {
         // FIN once the rest is written; the rest of a request body the app
         // did not read is drained and dropped until the front closes.
@@ -129,7 +130,7 @@ export class UwsgiExchange extends Duplex implements AppExchange {
     // the front the body is complete. Bytes of a request body the app did not
     // read are drained and dropped.
     const socket = this.socket;
-    if (this.requestRead && socket.writableLength === 0) socket.destroy();
+    if (this.requestRead && socket.writableLength === 0) closeWritten(socket);
     else {
       socket.end();
       socket.resume();
@@ -176,6 +177,17 @@ function responseHead(status: number, headers: Vars, streamed: boolean): string 
   return `${head}connection: close\r\n\r\n`;
 }
 
+/**
+ * Closes a socket whose writes have all completed. A write that took the
+ * socket over its high-water mark left a 'drain' tick pending; destroying
+ * before it runs makes Node build an ERR_STREAM_DESTROYED (stack trace
+ * and all) for nobody, so the close waits for that tick.
+ */
+function closeWritten(socket: Socket): void {
+  if (socket.writableNeedDrain) process.nextTick(destroySocket, socket);
+  else socket.destroy();
+}
+
 function uncork(socket: Socket): void {
   socket.uncork();
 }
@@ -188,16 +200,32 @@ const kConn = Symbol('gatewire.uwsgiConnection');
 type ConnSocket = Socket & { [kConn]: UwsgiConnection };
 
 /**
- * One uwsgi connection: decoder callbacks and socket handlers on one object,
- * the handlers module-level functions — nothing allocated per connection but
- * this object, the decoder and the exchange (a connection per request makes
- * every closure here a per-request cost).
+ * What the accepting server forwards a connection's socket events to once
+ * its protocol is known: the server's own 'data', 'end' and 'close'
+ * listeners stay on the socket and call these, so a connection costs no
+ * listener added or removed beyond the server's (a connection per request
+ * makes each one a per-request cost).
  */
-class UwsgiConnection implements UwsgiRequestHandler {
+export interface ConnectionSink {
+  data(chunk: Buffer): void;
+  /** The front half-closed. */
+  end(): void;
+  /** The socket closed. */
+  closed(): void;
+}
+
+/**
+ * One uwsgi connection: decoder callbacks and socket events on one object —
+ * nothing allocated per connection but this object, the decoder and the
+ * exchange.
+ */
+class UwsgiConnection implements UwsgiRequestHandler, ConnectionSink {
   ex: UwsgiExchange | null = null;
   readonly decoder: UwsgiRequestDecoder;
   private readonly socket: Socket;
   private readonly ctx: UwsgiContext;
+  /** A protocol error ended the connection: later bytes are ignored. */
+  private dead = false;
 
   constructor(socket: Socket, ctx: UwsgiContext) {
     this.socket = socket;
@@ -223,14 +251,31 @@ class UwsgiConnection implements UwsgiRequestHandler {
   }
 
   data(chunk: Buffer): void {
-    if (this.ex?.finished) return; // response complete: the rest of the body is dropped
+    if (this.dead || this.ex?.finished) return; // response complete: the rest of the body is dropped
     const err = this.decoder.push(chunk);
     if (err) this.fail(err);
   }
 
+  end(): void {
+    const ex = this.ex;
+    // The front half-closed before the whole request arrived: nothing to answer.
+    if (ex === null) this.socket.destroy();
+    else if (!this.decoder.done && !ex.destroyed) ex.destroy(new Error('request body truncated'));
+  }
+
+  closed(): void {
+    const ex = this.ex;
+    if (ex && !ex.destroyed) {
+      if (!ex.finished) {
+        ex.emit('aborted');
+        ex.destroy(new Error('client closed the connection'));
+      } else ex.destroy();
+    }
+  }
+
   fail(err: ProtocolError): void {
     const { socket, ctx, ex } = this;
-    socket.off('data', onConnData);
+    this.dead = true;
     if (err.codeName === 'BODY_TOO_LARGE' && ex === null) {
       socket.end(simpleResponse(413, 'Payload Too Large\n'));
       socket.resume();
@@ -248,44 +293,23 @@ function destroySocket(socket: Socket): void {
   socket.destroy();
 }
 
-function onConnData(this: ConnSocket, chunk: Buffer): void {
-  this[kConn].data(chunk);
-}
-
-function onConnEnd(this: ConnSocket): void {
-  const conn = this[kConn];
-  const ex = conn.ex;
-  // The front half-closed before the whole request arrived: nothing to answer.
-  if (ex === null) this.destroy();
-  else if (!conn.decoder.done && !ex.destroyed) ex.destroy(new Error('request body truncated'));
-}
-
-function onConnClose(this: ConnSocket): void {
-  const ex = this[kConn].ex;
-  if (ex && !ex.destroyed) {
-    if (!ex.finished) {
-      ex.emit('aborted');
-      ex.destroy(new Error('client closed the connection'));
-    } else ex.destroy();
-  }
-}
-
 function onConnTimeout(this: ConnSocket): void {
   const conn = this[kConn];
   if (conn.ex === null) conn.fail(protocolError('TIMEOUT', 'timed out waiting for the uwsgi request'));
 }
 
-function ignore(): void {}
-
-/** Reads one uwsgi request from `socket` (whose first bytes, `head`, were already read for protocol detection). */
-export function serveUwsgiConnection(socket: Socket, head: Buffer, ctx: UwsgiContext): void {
+/**
+ * Reads one uwsgi request from `socket`, whose first bytes, `head`, were
+ * already read for protocol detection; the caller forwards the socket's
+ * later events to the returned sink.
+ */
+export function serveUwsgiConnection(socket: Socket, head: Buffer, ctx: UwsgiContext): ConnectionSink {
   const conn = new UwsgiConnection(socket, ctx);
-  (socket as ConnSocket)[kConn] = conn;
-  socket.on('data', onConnData);
-  socket.on('end', onConnEnd);
-  socket.on('close', onConnClose);
-  socket.on('error', ignore);
   if (head.length > 0) conn.data(head);
   // Usually the whole request came with the first bytes: no timer to arm and disarm.
-  if (conn.ex === null && !socket.destroyed) socket.setTimeout(ctx.headerTimeoutMs, onConnTimeout);
+  if (conn.ex === null && !socket.destroyed) {
+    (socket as ConnSocket)[kConn] = conn;
+    socket.setTimeout(ctx.headerTimeoutMs, onConnTimeout);
+  }
+  return conn;
 }
