@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { type ProtocolError, protocolError } from '../protocol/errors.ts';
 import { UwsgiRequestDecoder, type UwsgiRequestHandler } from '../protocol/uwsgi.ts';
-import type { Vars } from '../protocol/vars.ts';
+import { type Vars, writeLatin1 } from '../protocol/vars.ts';
 import type { AppExchange } from './exchange.ts';
 
 export interface UwsgiContext {
@@ -174,16 +174,6 @@ function statusLine(status: number): string {
 
 const CONNECTION_CLOSE = 'connection: close\r\n\r\n';
 const NO_ACCEL_BUFFERING = 'x-accel-buffering: no\r\n';
-/** Strings longer than this go through one native latin1Write; shorter ones are copied in JS (no call overhead). */
-const NATIVE_WRITE_MIN = 48;
-
-function put(buf: Buffer, p: number, s: string): number {
-  const len = s.length;
-  if (len >= NATIVE_WRITE_MIN) return p + buf.latin1Write(s, p, len);
-  for (let i = 0; i < len; i++) buf[p++] = s.charCodeAt(i);
-  return p;
-}
-
 /**
  * The HTTP/1.1 head of a close-delimited uwsgi response, written straight
  * into a (pooled) buffer with room for `bodySpace` bytes after it: no string
@@ -206,17 +196,17 @@ function responseHead(status: number, headers: Vars, streamed: boolean, bodySpac
   const noAccel = streamed && !sized && !accel;
   if (noAccel) size += NO_ACCEL_BUFFERING.length;
   const buf = Buffer.allocUnsafe(size + bodySpace);
-  let p = put(buf, 0, line);
+  let p = writeLatin1(buf, 0, line);
   for (let i = 0; i < headers.length; i += 2) {
-    p = put(buf, p, headers[i]);
+    p = writeLatin1(buf, p, headers[i]);
     buf[p++] = 58; // ':'
     buf[p++] = 32; // ' '
-    p = put(buf, p, headers[i + 1]);
+    p = writeLatin1(buf, p, headers[i + 1]);
     buf[p++] = 13;
     buf[p++] = 10;
   }
-  if (noAccel) p = put(buf, p, NO_ACCEL_BUFFERING);
-  put(buf, p, CONNECTION_CLOSE);
+  if (noAccel) p = writeLatin1(buf, p, NO_ACCEL_BUFFERING);
+  writeLatin1(buf, p, CONNECTION_CLOSE);
   return buf;
 }
 
