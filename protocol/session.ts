@@ -83,6 +83,7 @@ import {
   type GoawayInfo,
   type Settings,
 } from './frame.ts';
+import { StreamTable } from './stream-table.ts';
 import { decodeVars, type Vars } from './vars.ts';
 
 export type { GoawayInfo, Settings } from './frame.ts';
@@ -198,7 +199,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
   private goawayReceived: GoawayInfo | null = null;
 
   /** Streams open on the wire (REQUEST sent/received and not yet closed). */
-  private readonly streams = new Map<number, GatewireStream>();
+  private readonly streams = new StreamTable<GatewireStream>();
   /** Client: streams created before the server's SETTINGS, in id order. */
   private pendingOpen: GatewireStream[] = [];
   private nextStreamId = 1;
@@ -646,7 +647,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
     this.goawayReceived = info;
     this._goingAway = true;
     if (this.role === 'client') {
-      for (const stream of this.streams.values()) {
+      for (const stream of this.streams.valuesArray()) {
         if (stream.id <= info.lastStreamId) continue;
         this.closeOnWire(stream);
         stream._abort(
@@ -926,7 +927,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
         true,
       );
     }
-    const open = Array.from(this.streams.values());
+    const open = this.streams.valuesArray();
     this.streams.clear();
     const goaway = this.goawayReceived;
     for (const stream of open) {

@@ -8,6 +8,8 @@
 import pino, { type Logger } from 'pino';
 import type { ProxyExchange } from './exchange.ts';
 
+const { streamSym, chindingsSym } = pino.symbols;
+
 /** Bytes buffered before a write; a whole access line is about 250. */
 const BUFFER_BYTES = 8 * 1024;
 
@@ -43,21 +45,23 @@ export function createProxyLog(level: string, flushIntervalMs: number, fd = 1): 
   return { log, flush, flushSync };
 }
 
-/** One access line per exchange, NGINX's combined fields in JSON. */
+/**
+ * One access line per exchange, NGINX's combined fields in JSON: the line pino writes for
+ * `log.info({ reqId, method, ... }, 'access')`, built here in one template and handed to the
+ * logger's own destination (pino.symbols: its public handle on the stream and the bound fields).
+ * pino's generic serializer walked the object key by key and cost as much as a third of the
+ * proxy's CPU per request on hello beside everything else the access log does (measured: proxy
+ * CPU 36 µs/request with the log on against 25 off). test/proxy-access-line-same-as-pino.test.ts
+ * fails if a pino upgrade writes the same call differently.
+ */
 export function logAccess(log: Logger, ex: ProxyExchange, status: number, reqId: unknown, bytes: number, ms: number): void {
+  if (!log.isLevelEnabled('info')) return;
   const upstreamMs = ex.upstreamMs;
-  log.info(
-    {
-      reqId,
-      method: ex.method,
-      path: ex.url,
-      status,
-      bytes,
-      upstream: ex.hostAddress,
-      upstream_ms: upstreamMs < 0 ? null : Math.round(upstreamMs * 100) / 100,
-      ms: Math.round(ms * 100) / 100,
-      ...(ex.errorCode !== null ? { error: ex.errorCode } : {}),
-    },
-    'access',
-  );
+  const error = ex.errorCode;
+  const line =
+    `{"level":30,"time":${Date.now()}${(log as unknown as Record<symbol, string>)[chindingsSym]},"reqId":${JSON.stringify(reqId)}` +
+    `,"method":${JSON.stringify(ex.method)},"path":${JSON.stringify(ex.url)},"status":${status},"bytes":${bytes}` +
+    `,"upstream":${JSON.stringify(ex.hostAddress)},"upstream_ms":${upstreamMs < 0 ? 'null' : Math.round(upstreamMs * 100) / 100}` +
+    `,"ms":${Math.round(ms * 100) / 100}${error !== null ? `,"error":${JSON.stringify(error)}` : ''},"msg":"access"}\n`;
+  (log as unknown as Record<symbol, { write(line: string): void }>)[streamSym].write(line);
 }

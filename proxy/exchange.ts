@@ -67,6 +67,7 @@ export class ProxyExchange implements TransportRequest, SelectionContext, Timed 
   readonly readTimeoutMs: number;
   readonly sendTimeoutMs: number;
   bodyStarted = false;
+  sweepIndex = -1;
   // --- SelectionContext
   readonly headers: IncomingMessage['headers'];
   readonly url: string;

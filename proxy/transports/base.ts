@@ -10,43 +10,70 @@ import type { TransportRequest, TransportResponse } from './transport.ts';
 /** Anything with a deadline check, swept by a TimeoutSweeper. */
 export interface Timed {
   checkTimeout(now: number): void;
+  /** The entry's place in its sweeper (-1 when in none); the sweeper's own bookkeeping. */
+  sweepIndex: number;
 }
 
 /**
  * One coarse interval per transport instead of a timer per request: timeouts are seconds long,
  * so checking every `granularityMs` costs nothing per request and fires at most that late (NGINX
  * keeps one timer tree for the same reason).
+ *
+ * The entries are an array with each entry's index stored on it (removal swaps the last one into
+ * the hole), not a Set: a long-lived Set that takes and drops one entry per request gets its table
+ * rebuilt every few dozen requests, V8 links each old table to the next, and that chain keeps
+ * every request it held alive through scavenges until a full GC (see protocol/stream-table.ts).
  */
-export class TimeoutSweeper {
-  private readonly entries = new Set<Timed>();
+export class TimeoutSweeper<T extends Timed = Timed> {
+  private readonly entries: T[] = [];
   private timer: NodeJS.Timeout | null = null;
   private readonly granularityMs: number;
   constructor(granularityMs = 200) {
     this.granularityMs = granularityMs;
   }
-  add(e: Timed): void {
-    this.entries.add(e);
+  get size(): number {
+    return this.entries.length;
+  }
+  add(e: T): void {
+    if (e.sweepIndex >= 0) return;
+    e.sweepIndex = this.entries.length;
+    this.entries.push(e);
     if (this.timer === null) {
       this.timer = setInterval(() => this.sweep(), this.granularityMs);
       this.timer.unref();
     }
   }
-  delete(e: Timed): void {
-    this.entries.delete(e);
+  delete(e: T): void {
+    const i = e.sweepIndex;
+    const entries = this.entries;
+    if (i < 0 || entries[i] !== e) return;
+    e.sweepIndex = -1;
+    const last = entries.pop() as T;
+    if (last !== e) {
+      entries[i] = last;
+      last.sweepIndex = i;
+    }
+  }
+  /** The entries now (a copy: acting on one may remove it). */
+  snapshot(): T[] {
+    return this.entries.slice();
   }
   private sweep(): void {
-    if (this.entries.size === 0) {
+    const entries = this.entries;
+    if (entries.length === 0) {
       if (this.timer) clearInterval(this.timer);
       this.timer = null;
       return;
     }
     const now = Date.now();
-    for (const e of this.entries) e.checkTimeout(now);
+    // a check may delete its own entry (or others): walk a copy
+    for (const e of entries.slice()) e.checkTimeout(now);
   }
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    this.entries.clear();
+    for (const e of this.entries) e.sweepIndex = -1;
+    this.entries.length = 0;
   }
 }
 
@@ -89,6 +116,7 @@ export const PHASE_DONE = 4;
  */
 export abstract class TransportExchange implements Timed {
   phase = PHASE_QUEUED;
+  sweepIndex = -1;
   readonly host: Host;
   readonly req: TransportRequest;
   protected lastActivity = Date.now();

@@ -70,7 +70,7 @@ class HostSessions {
 }
 
 export class GatewireTransport implements Transport {
-  readonly sweeper = new TimeoutSweeper();
+  readonly sweeper = new TimeoutSweeper<GatewireExchange>();
   private readonly hosts = new Map<Host, HostSessions>();
   private readonly pingTimeoutMs: number;
 

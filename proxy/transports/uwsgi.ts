@@ -26,9 +26,8 @@ interface HostSlots {
 }
 
 export class UwsgiTransport implements Transport {
-  readonly sweeper = new TimeoutSweeper();
+  readonly sweeper = new TimeoutSweeper<UwsgiExchange>();
   private readonly slots = new Map<Host, HostSlots>();
-  private readonly exchanges = new Set<UwsgiExchange>();
   private closing: (() => void) | null = null;
 
   readonly cfg: UpstreamConfig;
@@ -43,7 +42,6 @@ export class UwsgiTransport implements Transport {
         return;
       }
       const ex = new UwsgiExchange(this, host, req, resolve, reject);
-      this.exchanges.add(ex);
       this.sweeper.add(ex);
       let slots = this.slots.get(host);
       if (slots === undefined) {
@@ -59,7 +57,6 @@ export class UwsgiTransport implements Transport {
 
   /** An exchange ended: its slot goes to the next one waiting. */
   released(ex: UwsgiExchange, hadSlot: boolean): void {
-    this.exchanges.delete(ex);
     this.sweeper.delete(ex);
     const slots = this.slots.get(ex.host);
     if (slots !== undefined) {
@@ -69,7 +66,7 @@ export class UwsgiTransport implements Transport {
         else slots.active--;
       } else slots.waiting.remove(ex);
     }
-    if (this.closing !== null && this.exchanges.size === 0) this.closing();
+    if (this.closing !== null && this.sweeper.size === 0) this.closing();
   }
 
   closeHost(host: Host): void {
@@ -77,8 +74,8 @@ export class UwsgiTransport implements Transport {
   }
 
   close(force = false): Promise<void> {
-    if (force) for (const ex of [...this.exchanges]) ex.abort(new ClientAbortedError() as UpstreamError);
-    if (this.exchanges.size === 0) {
+    if (force) for (const ex of this.sweeper.snapshot()) ex.abort(new ClientAbortedError() as UpstreamError);
+    if (this.sweeper.size === 0) {
       this.sweeper.stop();
       return Promise.resolve();
     }
