@@ -36,9 +36,12 @@ function noop(): void {}
 // per-request allocation.
 const kServer = Symbol('gatewire.server');
 const kHead = Symbol('gatewire.firstBytes');
+/** performance.now() of the last bytes while the protocol is unknown; -1 once it is known. */
 const kActive = Symbol('gatewire.lastActive');
 const kSink = Symbol('gatewire.connectionSink');
-type AcceptedSocket = Socket & { [kServer]: AppServer; [kHead]: Buffer | null; [kActive]: number; [kSink]: ConnectionSink | null };
+/** The socket's position in AppServer.sockets. */
+const kIndex = Symbol('gatewire.socketIndex');
+type AcceptedSocket = Socket & { [kServer]: AppServer; [kHead]: Buffer | null; [kActive]: number; [kSink]: ConnectionSink | null; [kIndex]: number };
 
 function onAcceptedClose(this: AcceptedSocket): void {
   this[kServer]._socketClosed(this);
@@ -65,7 +68,7 @@ function onAcceptedData(this: AcceptedSocket, chunk: Buffer): void {
     return;
   }
   const server = this[kServer];
-  server._awaiting.delete(this);
+  server._known(this);
   server._route(this, kind, head);
 }
 
@@ -77,15 +80,16 @@ function onAcceptedEnd(this: AcceptedSocket): void {
 
 /** Once a second: connections silent for FIRST_BYTES_TIMEOUT_MS before their protocol is known are closed. */
 function sweepSilent(server: AppServer): void {
-  const awaiting = server._awaiting;
-  if (awaiting.size === 0) {
+  if (server._awaiting === 0) {
     server._stopSweep();
     return;
   }
   const limit = performance.now() - FIRST_BYTES_TIMEOUT_MS;
-  for (const socket of awaiting) {
-    if (socket[kActive] <= limit) {
-      awaiting.delete(socket);
+  // destroy() closes asynchronously: nothing leaves the list during this walk
+  for (const socket of server._sockets) {
+    const active = socket[kActive];
+    if (active >= 0 && active <= limit) {
+      server._known(socket);
       if (protocolUnknown(socket)) socket.destroy();
     }
   }
@@ -105,17 +109,23 @@ export class AppServer {
   private readonly opts: ServeOptions;
   private readonly limits: ScopeLimits;
   private readonly allow: ((ip: string) => boolean) | null;
-  private readonly sockets = new Set<Socket>();
+  /**
+   * @internal every accepted connection, each holding its index (kIndex):
+   * an array with swap-removal, because a Set with one add and one delete per
+   * connection (uwsgi: per request) chains its rebuilt tables, and the chain
+   * kept every connection alive through young-generation collections.
+   */
+  readonly _sockets: AcceptedSocket[] = [];
   private readonly sessions = new Set<GatewireSession>();
   private readonly uwsgiCtx: UwsgiContext;
   private readonly listeners: net.Server[] = [];
   private stopping: Promise<void> | null = null;
   /**
-   * @internal accepted connections whose protocol is not known yet: one sweep
-   * timer for all of them instead of an idle timer armed and disarmed on each
-   * (uwsgi opens a connection per request).
+   * @internal how many accepted connections have not shown their protocol
+   * yet: one sweep timer for all of them instead of an idle timer armed and
+   * disarmed on each (uwsgi opens a connection per request).
    */
-  readonly _awaiting = new Set<AcceptedSocket>();
+  _awaiting = 0;
   private sweep: NodeJS.Timeout | null = null;
   private idleWaiter: (() => void) | null = null;
   /** Called after each completed request (max-requests recycling). */
@@ -156,13 +166,14 @@ export class AppServer {
         return;
       }
     }
-    this.sockets.add(socket);
     this.counters.connections++;
     const s = socket as AcceptedSocket;
+    s[kIndex] = this._sockets.length;
+    this._sockets.push(s);
     s[kServer] = this;
     s[kHead] = null;
     s[kActive] = performance.now();
-    this._awaiting.add(s);
+    this._awaiting++;
     if (this.sweep === null) {
       this.sweep = setInterval(sweepSilent, 1000, this);
       this.sweep.unref();
@@ -192,10 +203,24 @@ export class AppServer {
     this.sweep = null;
   }
 
+  /** @internal the protocol of `socket` is known (or it is given up on). */
+  _known(socket: AcceptedSocket): void {
+    if (socket[kActive] < 0) return;
+    socket[kActive] = -1;
+    this._awaiting--;
+  }
+
   /** @internal */
-  _socketClosed(socket: Socket): void {
-    this._awaiting.delete(socket as AcceptedSocket);
-    this.sockets.delete(socket);
+  _socketClosed(socket: AcceptedSocket): void {
+    this._known(socket);
+    const sockets = this._sockets;
+    const i = socket[kIndex];
+    if (sockets[i] !== socket) return;
+    const last = sockets.pop()!;
+    if (last !== socket) {
+      sockets[i] = last;
+      last[kIndex] = i;
+    }
     this.counters.connections--;
     this.checkIdle();
   }
@@ -248,7 +273,7 @@ export class AppServer {
   }
 
   private checkIdle(): void {
-    if (this.idleWaiter && this.counters.inflight === 0 && this.sessions.size === 0 && this.sockets.size === 0) this.idleWaiter();
+    if (this.idleWaiter && this.counters.inflight === 0 && this.sessions.size === 0 && this._sockets.length === 0) this.idleWaiter();
   }
 
   /**
@@ -272,11 +297,11 @@ export class AppServer {
       const late = await Promise.race([idle.then(() => false), timedOut]);
       clearTimeout(timer);
       if (late) {
-        this.log.warn({ inflight: this.counters.inflight, connections: this.sockets.size }, 'graceful timeout: closing the remaining connections');
+        this.log.warn({ inflight: this.counters.inflight, connections: this._sockets.length }, 'graceful timeout: closing the remaining connections');
         // WebSockets still open get a close frame with 1001 (Going Away) before their connection goes.
         await closeOpenTunnels(TUNNEL_CLOSE_FLUSH_MS);
         for (const s of this.sessions) s.destroy();
-        for (const s of this.sockets) s.destroy();
+        for (const s of this._sockets.slice()) s.destroy();
       }
     })();
     return this.stopping;
