@@ -209,8 +209,12 @@ export class GatewireSession extends EventEmitter implements FrameSink {
   // Sending: credit the peer granted us.
   private connSendWindow = 0;
   private peerStreamWindow = DEFAULT_INITIAL_STREAM_WINDOW;
-  /** Streams with data waiting for connection credit or socket drain. */
-  private readonly blocked = new Set<GatewireStream>();
+  /**
+   * Streams with data waiting for connection credit or socket drain, in the order they stalled; a
+   * stream is in it while its `_blocked` is set (an array and a flag, not a Set: see
+   * stream-table.ts for what a long-lived Set churned per write stall costs the GC).
+   */
+  private blocked: GatewireStream[] = [];
   private socketBlocked = false;
   private corked = false;
 
@@ -739,7 +743,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
       let off = stream._outOffset;
       while (off < chunk.length) {
         if (this.socketBlocked || this.connSendWindow <= 0) {
-          this.blocked.add(stream);
+          this.block(stream);
           stream._outOffset = off;
           return;
         }
@@ -801,16 +805,28 @@ export class GatewireSession extends EventEmitter implements FrameSink {
     if (this.role === 'server' && !stream._tunnel && stream.readableFlowing === null) stream.resume(); // dump an unread body so the stream reaches 'close'
   }
 
+  private block(stream: GatewireStream): void {
+    if (stream._blocked) return;
+    stream._blocked = true;
+    this.blocked.push(stream);
+  }
+
   private flushBlocked(): void {
-    if (this.blocked.size === 0) return;
-    const list = Array.from(this.blocked);
-    this.blocked.clear();
+    if (this.blocked.length === 0) return;
+    const list = this.blocked;
+    this.blocked = [];
     for (let i = 0; i < list.length; i++) {
+      const stream = list[i];
+      if (!stream._blocked) continue; // closed meanwhile
       if (this.socketBlocked || this.connSendWindow <= 0) {
-        for (let j = i; j < list.length; j++) this.blocked.add(list[j]);
+        // the rest keep their turn, ahead of streams that stalled during this flush
+        const rest = list.slice(i);
+        for (let j = 0; j < this.blocked.length; j++) rest.push(this.blocked[j]);
+        this.blocked = rest;
         return;
       }
-      this._flushStream(list[i]);
+      stream._blocked = false;
+      this._flushStream(stream);
     }
   }
 
@@ -843,7 +859,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
     if (stream._wireClosed) return;
     stream._wireClosed = true;
     this.streams.delete(stream.id);
-    this.blocked.delete(stream);
+    stream._blocked = false;
     this.maybeCloseIdle();
   }
 
@@ -909,7 +925,8 @@ export class GatewireSession extends EventEmitter implements FrameSink {
       clearTimeout(p.timer);
       p.reject(err ?? new Error('the session closed before the PING was answered'));
     }
-    this.blocked.clear();
+    for (const stream of this.blocked) stream._blocked = false;
+    this.blocked = [];
     if (graceful) return;
     const reason = err?.message ?? 'the session closed';
     const pending = this.pendingOpen;
@@ -1014,6 +1031,7 @@ export class GatewireStream extends Duplex {
   /** @internal */ _bodyReceived = 0;
   /** @internal */ _outChunk: Buffer | null = null;
   /** @internal */ _outOffset = 0;
+  /** @internal waiting in the session's list of streams stalled on connection credit or the socket */ _blocked = false;
   /** @internal */ _outCb: WriteCallback | null = null;
   /** @internal */ _finalCb: WriteCallback | null = null;
   /** @internal client: REQUEST frame waiting for the server's SETTINGS */ _requestFrame: Buffer | null = null;

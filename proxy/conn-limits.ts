@@ -83,7 +83,12 @@ export class WaitQueue {
 interface KeyState {
   active: number;
   queue: WaitQueue | null;
+  /** No request in flight or waiting: kept until the next sweep. */
+  idle: boolean;
 }
+
+/** Idle keys a zone keeps before it sweeps them all out. */
+const IDLE_KEYS_KEPT = 1024;
 
 /** One `limits.conn` zone: at most `max` requests in flight per key. */
 export class ConcurrencyLimit {
@@ -93,7 +98,14 @@ export class ConcurrencyLimit {
   private readonly queueSize: number;
   private readonly timeoutMs: number;
   private readonly metrics: EdgeMetrics | null;
+  /**
+   * Busy keys, and idle ones until IDLE_KEYS_KEPT of them pile up: deleting a key the moment its
+   * last request ends would add and delete one Map entry per request for a client with one
+   * request at a time, and a long-lived Map churned like that keeps every request alive through
+   * the young generation's collections (see protocol/stream-table.ts).
+   */
   private readonly keys = new Map<string, KeyState>();
+  private idleKeys = 0;
 
   constructor(cfg: { name: string; max: number; queue: number; queue_timeout_ms: number; dry_run: boolean }, metrics: EdgeMetrics | null) {
     this.name = cfg.name;
@@ -111,7 +123,11 @@ export class ConcurrencyLimit {
    */
   acquire(key: string, onCancel?: (cancel: () => void) => void): boolean | Promise<boolean> {
     let s = this.keys.get(key);
-    if (s === undefined) this.keys.set(key, (s = { active: 0, queue: null }));
+    if (s === undefined) this.keys.set(key, (s = { active: 0, queue: null, idle: false }));
+    else if (s.idle) {
+      s.idle = false;
+      this.idleKeys--;
+    }
     if (s.active < this.max || this.dryRun) {
       if (s.active >= this.max) this.metrics?.connRejected.inc({ limit: `dry_run:${this.name}` });
       s.active++;
@@ -119,7 +135,7 @@ export class ConcurrencyLimit {
     }
     if (this.queueSize === 0) {
       this.metrics?.connRejected.inc({ limit: this.name });
-      this.drop(key, s);
+      this.drop(s);
       return false;
     }
     s.queue ??= new WaitQueue(this.name, this.queueSize, this.timeoutMs, this.metrics);
@@ -131,7 +147,7 @@ export class ConcurrencyLimit {
           resolve(true);
         },
         () => {
-          this.drop(key, state);
+          this.drop(state);
           resolve(false);
         },
       );
@@ -141,7 +157,7 @@ export class ConcurrencyLimit {
       }
       onCancel?.(() => {
         cancel();
-        this.drop(key, state);
+        this.drop(state);
       });
     });
   }
@@ -152,15 +168,19 @@ export class ConcurrencyLimit {
     s.active--;
     // the freed slot goes straight to the longest waiter
     if (s.queue?.wake()) return;
-    this.drop(key, s);
+    this.drop(s);
   }
 
-  private drop(key: string, s: KeyState): void {
-    if (s.active <= 0 && (s.queue === null || s.queue.length === 0)) this.keys.delete(key);
+  private drop(s: KeyState): void {
+    if (s.idle || s.active > 0 || (s.queue !== null && s.queue.length > 0)) return;
+    s.idle = true;
+    if (++this.idleKeys <= IDLE_KEYS_KEPT) return;
+    for (const [k, state] of this.keys) if (state.idle) this.keys.delete(k);
+    this.idleKeys = 0;
   }
 
   /** Keys with requests in flight or waiting (tests, /status). */
   get size(): number {
-    return this.keys.size;
+    return this.keys.size - this.idleKeys;
   }
 }

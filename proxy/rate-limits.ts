@@ -26,8 +26,19 @@ export interface RateStore {
   close(): Promise<void>;
 }
 
-/** Keys kept per zone in memory; past it the least recently seen go first (NGINX evicts from a full zone the same way). */
+/** Keys kept per zone in memory; past it the drained ones go, then the oldest (NGINX evicts from a full zone too). */
 const MEMORY_KEYS_PER_ZONE = 100_000;
+
+/** A full zone: every drained bucket goes (they equal absent ones); if none had, the first tenth in insertion order. */
+function evict(keys: Map<string, number>, now: number): void {
+  for (const [k, tat] of keys) if (tat <= now) keys.delete(k);
+  if (keys.size <= MEMORY_KEYS_PER_ZONE) return;
+  let n = Math.ceil(MEMORY_KEYS_PER_ZONE / 10);
+  for (const k of keys.keys()) {
+    keys.delete(k);
+    if (--n === 0) break;
+  }
+}
 
 export class MemoryRateStore implements RateStore {
   readonly kind = 'memory' as const;
@@ -52,9 +63,11 @@ export class MemoryRateStore implements RateStore {
     const diff = tat - now;
     if (diff > toleranceMs) return [0, diff - toleranceMs, diff];
     const next = tat + emissionMs;
-    if (prev !== undefined) keys.delete(key); // re-inserted last: Map order is recency
+    // Updated in place: a delete and re-insert per request (to keep Map order as recency) would
+    // churn this long-lived Map once per request, and such a Map keeps every request alive through
+    // the young generation's collections (see protocol/stream-table.ts).
     keys.set(key, next);
-    if (keys.size > MEMORY_KEYS_PER_ZONE) keys.delete(keys.keys().next().value as string);
+    if (keys.size > MEMORY_KEYS_PER_ZONE) evict(keys, now);
     return [1, 0, next - now];
   }
 
