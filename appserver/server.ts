@@ -39,7 +39,7 @@ const kHead = Symbol('gatewire.firstBytes');
 /** performance.now() of the last bytes while the protocol is unknown; -1 once it is known. */
 const kActive = Symbol('gatewire.lastActive');
 const kSink = Symbol('gatewire.connectionSink');
-/** The socket's position in AppServer.sockets. */
+/** The socket's position in AppServer._sockets. */
 const kIndex = Symbol('gatewire.socketIndex');
 type AcceptedSocket = Socket & { [kServer]: AppServer; [kHead]: Buffer | null; [kActive]: number; [kSink]: ConnectionSink | null; [kIndex]: number };
 
