@@ -14,7 +14,7 @@ import { runNode } from './node-adapter.ts';
 import type { ServeOptions } from './options.ts';
 import { RequestScope, type ScopeLimits } from './scope.ts';
 import { closeOpenTunnels, runNodeUpgrade } from './upgrade.ts';
-import { serveUwsgiConnection, type UwsgiContext } from './uwsgi-connection.ts';
+import { type ConnectionSink, serveUwsgiConnection, type UwsgiContext } from './uwsgi-connection.ts';
 
 /** After the graceful timeout, how long WebSockets closed with 1001 get for the client's close before the rest is destroyed. */
 const TUNNEL_CLOSE_FLUSH_MS = 1000;
@@ -36,11 +36,16 @@ function noop(): void {}
 // per-request allocation.
 const kServer = Symbol('gatewire.server');
 const kHead = Symbol('gatewire.firstBytes');
+/** performance.now() of the last bytes while the protocol is unknown; -1 once it is known. */
 const kActive = Symbol('gatewire.lastActive');
-type AcceptedSocket = Socket & { [kServer]: AppServer; [kHead]: Buffer | null; [kActive]: number };
+const kSink = Symbol('gatewire.connectionSink');
+/** The socket's position in AppServer._sockets. */
+const kIndex = Symbol('gatewire.socketIndex');
+type AcceptedSocket = Socket & { [kServer]: AppServer; [kHead]: Buffer | null; [kActive]: number; [kSink]: ConnectionSink | null; [kIndex]: number };
 
 function onAcceptedClose(this: AcceptedSocket): void {
   this[kServer]._socketClosed(this);
+  this[kSink]?.closed();
 }
 
 function protocolUnknown(socket: AcceptedSocket): boolean {
@@ -48,7 +53,12 @@ function protocolUnknown(socket: AcceptedSocket): boolean {
   return head === null || detectProtocol(head) === 'need-more';
 }
 
-function onFirstBytes(this: AcceptedSocket, chunk: Buffer): void {
+function onAcceptedData(this: AcceptedSocket, chunk: Buffer): void {
+  const sink = this[kSink];
+  if (sink !== null) {
+    sink.data(chunk);
+    return;
+  }
   const prev = this[kHead];
   const head = prev === null ? chunk : Buffer.concat([prev, chunk]);
   this[kHead] = head;
@@ -57,30 +67,39 @@ function onFirstBytes(this: AcceptedSocket, chunk: Buffer): void {
     this[kActive] = performance.now();
     return;
   }
-  this.off('data', onFirstBytes);
   const server = this[kServer];
-  server._awaiting.delete(this);
+  server._known(this);
   server._route(this, kind, head);
+}
+
+function onAcceptedEnd(this: AcceptedSocket): void {
+  const sink = this[kSink];
+  if (sink !== null) sink.end();
+  else if (protocolUnknown(this)) this.destroy();
 }
 
 /** Once a second: connections silent for FIRST_BYTES_TIMEOUT_MS before their protocol is known are closed. */
 function sweepSilent(server: AppServer): void {
-  const awaiting = server._awaiting;
-  if (awaiting.size === 0) {
+  if (server._awaiting === 0) {
     server._stopSweep();
     return;
   }
   const limit = performance.now() - FIRST_BYTES_TIMEOUT_MS;
-  for (const socket of awaiting) {
-    if (socket[kActive] <= limit) {
-      awaiting.delete(socket);
+  // destroy() closes asynchronously: nothing leaves the list during this walk
+  for (const socket of server._sockets) {
+    const active = socket[kActive];
+    if (active >= 0 && active <= limit) {
+      server._known(socket);
       if (protocolUnknown(socket)) socket.destroy();
     }
   }
 }
 
-function onEndBeforeProtocol(this: AcceptedSocket): void {
-  if (protocolUnknown(this)) this.destroy();
+const kOwner = Symbol('gatewire.server.owner');
+type OwnedExchange = AppExchange & { [kOwner]: AppServer };
+
+function onExchangeClose(this: OwnedExchange): void {
+  this[kOwner]._exchangeClosed();
 }
 
 export class AppServer {
@@ -90,17 +109,23 @@ export class AppServer {
   private readonly opts: ServeOptions;
   private readonly limits: ScopeLimits;
   private readonly allow: ((ip: string) => boolean) | null;
-  private readonly sockets = new Set<Socket>();
+  /**
+   * @internal every accepted connection, each holding its index (kIndex):
+   * an array with swap-removal, because a Set with one add and one delete per
+   * connection (uwsgi: per request) chains its rebuilt tables, and the chain
+   * kept every connection alive through young-generation collections.
+   */
+  readonly _sockets: AcceptedSocket[] = [];
   private readonly sessions = new Set<GatewireSession>();
   private readonly uwsgiCtx: UwsgiContext;
   private readonly listeners: net.Server[] = [];
   private stopping: Promise<void> | null = null;
   /**
-   * @internal accepted connections whose protocol is not known yet: one sweep
-   * timer for all of them instead of an idle timer armed and disarmed on each
-   * (uwsgi opens a connection per request).
+   * @internal how many accepted connections have not shown their protocol
+   * yet: one sweep timer for all of them instead of an idle timer armed and
+   * disarmed on each (uwsgi opens a connection per request).
    */
-  readonly _awaiting = new Set<AcceptedSocket>();
+  _awaiting = 0;
   private sweep: NodeJS.Timeout | null = null;
   private idleWaiter: (() => void) | null = null;
   /** Called after each completed request (max-requests recycling). */
@@ -141,27 +166,35 @@ export class AppServer {
         return;
       }
     }
-    this.sockets.add(socket);
     this.counters.connections++;
     const s = socket as AcceptedSocket;
+    s[kIndex] = this._sockets.length;
+    this._sockets.push(s);
     s[kServer] = this;
     s[kHead] = null;
     s[kActive] = performance.now();
-    this._awaiting.add(s);
+    this._awaiting++;
     if (this.sweep === null) {
       this.sweep = setInterval(sweepSilent, 1000, this);
       this.sweep.unref();
     }
-    socket.once('close', onAcceptedClose);
+    s[kSink] = null;
+    socket.on('close', onAcceptedClose);
     socket.on('error', noop);
-    socket.on('data', onFirstBytes);
-    socket.once('end', onEndBeforeProtocol);
+    socket.on('data', onAcceptedData);
+    socket.on('end', onAcceptedEnd);
   }
 
   /** @internal the protocol of `socket` is known from `head` (its first bytes). */
-  _route(socket: Socket, kind: 'native' | 'uwsgi', head: Buffer): void {
-    if (kind === 'native') this.startSession(socket, head);
-    else serveUwsgiConnection(socket, head, this.uwsgiCtx);
+  _route(socket: AcceptedSocket, kind: 'native' | 'uwsgi', head: Buffer): void {
+    if (kind === 'uwsgi') {
+      socket[kSink] = serveUwsgiConnection(socket, head, this.uwsgiCtx);
+      return;
+    }
+    // The session reads the socket itself from now on.
+    socket.off('data', onAcceptedData);
+    socket.off('end', onAcceptedEnd);
+    this.startSession(socket, head);
   }
 
   /** @internal */
@@ -170,10 +203,24 @@ export class AppServer {
     this.sweep = null;
   }
 
+  /** @internal the protocol of `socket` is known (or it is given up on). */
+  _known(socket: AcceptedSocket): void {
+    if (socket[kActive] < 0) return;
+    socket[kActive] = -1;
+    this._awaiting--;
+  }
+
   /** @internal */
-  _socketClosed(socket: Socket): void {
-    this._awaiting.delete(socket as AcceptedSocket);
-    this.sockets.delete(socket);
+  _socketClosed(socket: AcceptedSocket): void {
+    this._known(socket);
+    const sockets = this._sockets;
+    const i = socket[kIndex];
+    if (sockets[i] !== socket) return;
+    const last = sockets.pop()!;
+    if (last !== socket) {
+      sockets[i] = last;
+      last[kIndex] = i;
+    }
     this.counters.connections--;
     this.checkIdle();
   }
@@ -201,13 +248,9 @@ export class AppServer {
   dispatch(ex: AppExchange): void {
     const counters = this.counters;
     counters.inflight++;
+    (ex as OwnedExchange)[kOwner] = this;
     ex.on('error', noop);
-    ex.once('close', () => {
-      counters.inflight--;
-      counters.requests++;
-      this.onRequestDone?.(counters.requests);
-      this.checkIdle();
-    });
+    ex.on('close', onExchangeClose);
     const head = readRequestHead(ex.vars, ex.protocol);
     const scope = new RequestScope(ex, head, this.limits);
     if (head.contentLength > this.opts.maxBody) {
@@ -220,8 +263,17 @@ export class AppServer {
     else runNode(scope, this.app.listener);
   }
 
+  /** @internal an exchange dispatch() started has closed. */
+  _exchangeClosed(): void {
+    const counters = this.counters;
+    counters.inflight--;
+    counters.requests++;
+    this.onRequestDone?.(counters.requests);
+    this.checkIdle();
+  }
+
   private checkIdle(): void {
-    if (this.idleWaiter && this.counters.inflight === 0 && this.sessions.size === 0 && this.sockets.size === 0) this.idleWaiter();
+    if (this.idleWaiter && this.counters.inflight === 0 && this.sessions.size === 0 && this._sockets.length === 0) this.idleWaiter();
   }
 
   /**
@@ -245,11 +297,11 @@ export class AppServer {
       const late = await Promise.race([idle.then(() => false), timedOut]);
       clearTimeout(timer);
       if (late) {
-        this.log.warn({ inflight: this.counters.inflight, connections: this.sockets.size }, 'graceful timeout: closing the remaining connections');
+        this.log.warn({ inflight: this.counters.inflight, connections: this._sockets.length }, 'graceful timeout: closing the remaining connections');
         // WebSockets still open get a close frame with 1001 (Going Away) before their connection goes.
         await closeOpenTunnels(TUNNEL_CLOSE_FLUSH_MS);
         for (const s of this.sessions) s.destroy();
-        for (const s of this.sockets) s.destroy();
+        for (const s of this._sockets.slice()) s.destroy();
       }
     })();
     return this.stopping;

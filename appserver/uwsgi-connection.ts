@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { type ProtocolError, protocolError } from '../protocol/errors.ts';
 import { UwsgiRequestDecoder, type UwsgiRequestHandler } from '../protocol/uwsgi.ts';
-import type { Vars } from '../protocol/vars.ts';
+import { type Vars, writeLatin1 } from '../protocol/vars.ts';
 import type { AppExchange } from './exchange.ts';
 
 export interface UwsgiContext {
@@ -18,6 +18,9 @@ export interface UwsgiContext {
 }
 
 const HIGH_WATER_MARK = 64 * 1024;
+const EXCHANGE_OPTIONS = { readableHighWaterMark: HIGH_WATER_MARK, writableHighWaterMark: HIGH_WATER_MARK };
+/** Bodies up to this size are copied behind the head (one pooled buffer); larger ones are written as they are (writev). */
+const COPY_BODY_LIMIT = 16 * 1024;
 
 /** One uwsgi request/response as an AppExchange: readable = request body, writable = response body. */
 export class UwsgiExchange extends Duplex implements AppExchange {
@@ -26,9 +29,11 @@ export class UwsgiExchange extends Duplex implements AppExchange {
   headersSent = false;
   private readonly socket: Socket;
   private responseDone = false;
+  /** Every request byte (vars and CONTENT_LENGTH bytes of body) has been read from the socket. */
+  requestRead = false;
 
   constructor(socket: Socket, vars: Vars) {
-    super({ readableHighWaterMark: HIGH_WATER_MARK, writableHighWaterMark: HIGH_WATER_MARK });
+    super(EXCHANGE_OPTIONS);
     this.socket = socket;
     this.vars = vars;
   }
@@ -46,26 +51,49 @@ export class UwsgiExchange extends Duplex implements AppExchange {
     if (this.headersSent) throw new Error('response head already sent');
     this.headersSent = true;
     const endStream = opts?.endStream === true;
-    const head = responseHead(status, headers, !endStream);
     if (this.socket.destroyed) return;
+    const head = responseHead(status, headers, !endStream, 0);
     this.socket.cork();
-    this.socket.write(head, 'latin1');
+    this.socket.write(head);
     process.nextTick(uncork, this.socket);
     if (endStream) this.end();
   }
 
-  /** Head and body in one buffer, one write, then FIN: the common small response costs one syscall. */
+  /**
+   * Head, body and end at once. Small bodies are copied behind the head into
+   * one (pooled) buffer, larger ones go out with the head in one writev: one
+   * syscall either way. When the whole request has been read, the connection
+   * is closed as soon as the bytes are handed to the kernel, as uWSGI does
+   * (no shutdown, no waiting for the front's FIN: two syscalls and a trip
+   * through the event loop less per request); close() only resets a
+   * connection whose receive queue holds unread bytes, and there are none.
+   */
   respondWhole(status: number, headers: Vars, body: Uint8Array): void {
     if (this.headersSent) throw new Error('response head already sent');
     this.headersSent = true;
-    const head = responseHead(status, headers, false);
-    if (!this.socket.destroyed) {
-      const out = Buffer.allocUnsafe(head.length + body.byteLength);
-      out.latin1Write(head, 0, head.length);
-      out.set(body, head.length);
+    const socket = this.socket;
+    if (!socket.destroyed) {
       this.responseDone = true;
-      this.socket.end(out);
-      this.socket.resume();
+      const size = body.byteLength;
+      if (size <= COPY_BODY_LIMIT) {
+        // One buffer: the head, then the body copied behind it.
+        const out = responseHead(status, headers, false, size);
+        out.set(body, out.length - size);
+        socket.write(out);
+      } else {
+        socket.cork();
+        socket.write(responseHead(status, headers, false, 0));
+        socket.write(body);
+        socket.uncork();
+      }
+      // Nothing left to write (the kernel took it all at once) or to read: close now.
+      if (this.requestRead && socket.writableLength === 0) closeWritten(socket);
+      else {
+        // FIN once the rest is written; the rest of a request body the app
+        // did not read is drained and dropped until the front closes.
+        socket.end();
+        socket.resume();
+      }
     }
     this.end();
   }
@@ -98,10 +126,15 @@ export class UwsgiExchange extends Duplex implements AppExchange {
       return;
     }
     this.responseDone = true;
-    // Close-delimited response: FIN tells the front the body is complete.
-    // Bytes of a request body the app did not read are drained and dropped.
-    this.socket.end();
-    this.socket.resume();
+    // Close-delimited response: FIN (or the close, as in respondWhole) tells
+    // the front the body is complete. Bytes of a request body the app did not
+    // read are drained and dropped.
+    const socket = this.socket;
+    if (this.requestRead && socket.writableLength === 0) closeWritten(socket);
+    else {
+      socket.end();
+      socket.resume();
+    }
     cb();
   }
 
@@ -127,21 +160,65 @@ export class UwsgiExchange extends Duplex implements AppExchange {
   }
 }
 
-/** The HTTP/1.1 head of a close-delimited uwsgi response (latin1: header values are ByteStrings). */
-function responseHead(status: number, headers: Vars, streamed: boolean): string {
-  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
+const STATUS_LINES: string[] = [];
+
+/** "HTTP/1.1 200 OK\r\n", built once per status. */
+function statusLine(status: number): string {
+  let line = STATUS_LINES[status];
+  if (line === undefined) {
+    line = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
+    if (status >= 100 && status <= 999) STATUS_LINES[status] = line;
+  }
+  return line;
+}
+
+const CONNECTION_CLOSE = 'connection: close\r\n\r\n';
+const NO_ACCEL_BUFFERING = 'x-accel-buffering: no\r\n';
+/**
+ * The HTTP/1.1 head of a close-delimited uwsgi response, written straight
+ * into a (pooled) buffer with room for `bodySpace` bytes after it: no string
+ * is built (a rope of a dozen pieces per response, then its flattening, was
+ * 4 % of a worker's allocations). Header values are ByteStrings: latin1.
+ */
+function responseHead(status: number, headers: Vars, streamed: boolean, bodySpace: number): Buffer {
+  const line = statusLine(status);
+  let size = line.length + CONNECTION_CLOSE.length;
   let sized = false;
   let accel = false;
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i];
     if (name === 'content-length') sized = true;
     else if (name === 'x-accel-buffering') accel = true;
-    head += `${name}: ${headers[i + 1]}\r\n`;
+    size += name.length + headers[i + 1].length + 4;
   }
   // NGINX buffers uwsgi responses: a streamed (unsized) body such as SSE
   // would sit in its buffer. Tell it not to, unless the app decided.
-  if (streamed && !sized && !accel) head += 'x-accel-buffering: no\r\n';
-  return `${head}connection: close\r\n\r\n`;
+  const noAccel = streamed && !sized && !accel;
+  if (noAccel) size += NO_ACCEL_BUFFERING.length;
+  const buf = Buffer.allocUnsafe(size + bodySpace);
+  let p = writeLatin1(buf, 0, line);
+  for (let i = 0; i < headers.length; i += 2) {
+    p = writeLatin1(buf, p, headers[i]);
+    buf[p++] = 58; // ':'
+    buf[p++] = 32; // ' '
+    p = writeLatin1(buf, p, headers[i + 1]);
+    buf[p++] = 13;
+    buf[p++] = 10;
+  }
+  if (noAccel) p = writeLatin1(buf, p, NO_ACCEL_BUFFERING);
+  writeLatin1(buf, p, CONNECTION_CLOSE);
+  return buf;
+}
+
+/**
+ * Closes a socket whose writes have all completed. A write that took the
+ * socket over its high-water mark left a 'drain' tick pending; destroying
+ * before it runs makes Node build an ERR_STREAM_DESTROYED (stack trace
+ * and all) for nobody, so the close waits for that tick.
+ */
+function closeWritten(socket: Socket): void {
+  if (socket.writableNeedDrain) process.nextTick(destroySocket, socket);
+  else socket.destroy();
 }
 
 function uncork(socket: Socket): void {
@@ -156,16 +233,32 @@ const kConn = Symbol('gatewire.uwsgiConnection');
 type ConnSocket = Socket & { [kConn]: UwsgiConnection };
 
 /**
- * One uwsgi connection: decoder callbacks and socket handlers on one object,
- * the handlers module-level functions — nothing allocated per connection but
- * this object, the decoder and the exchange (a connection per request makes
- * every closure here a per-request cost).
+ * What the accepting server forwards a connection's socket events to once
+ * its protocol is known: the server's own 'data', 'end' and 'close'
+ * listeners stay on the socket and call these, so a connection costs no
+ * listener added or removed beyond the server's (a connection per request
+ * makes each one a per-request cost).
  */
-class UwsgiConnection implements UwsgiRequestHandler {
+export interface ConnectionSink {
+  data(chunk: Buffer): void;
+  /** The front half-closed. */
+  end(): void;
+  /** The socket closed. */
+  closed(): void;
+}
+
+/**
+ * One uwsgi connection: decoder callbacks and socket events on one object —
+ * nothing allocated per connection but this object, the decoder and the
+ * exchange.
+ */
+class UwsgiConnection implements UwsgiRequestHandler, ConnectionSink {
   ex: UwsgiExchange | null = null;
   readonly decoder: UwsgiRequestDecoder;
   private readonly socket: Socket;
   private readonly ctx: UwsgiContext;
+  /** A protocol error ended the connection: later bytes are ignored. */
+  private dead = false;
 
   constructor(socket: Socket, ctx: UwsgiContext) {
     this.socket = socket;
@@ -176,6 +269,7 @@ class UwsgiConnection implements UwsgiRequestHandler {
   onRequest(vars: Vars): void {
     if (this.socket.timeout) this.socket.setTimeout(0);
     const ex = new UwsgiExchange(this.socket, vars);
+    ex.requestRead = this.decoder.contentLength === 0;
     this.ex = ex;
     this.ctx.dispatch(ex);
   }
@@ -185,18 +279,36 @@ class UwsgiConnection implements UwsgiRequestHandler {
   }
 
   onEnd(): void {
+    this.ex!.requestRead = true;
     this.ex!.push(null);
   }
 
   data(chunk: Buffer): void {
-    if (this.ex?.finished) return; // response complete: the rest of the body is dropped
+    if (this.dead || this.ex?.finished) return; // response complete: the rest of the body is dropped
     const err = this.decoder.push(chunk);
     if (err) this.fail(err);
   }
 
+  end(): void {
+    const ex = this.ex;
+    // The front half-closed before the whole request arrived: nothing to answer.
+    if (ex === null) this.socket.destroy();
+    else if (!this.decoder.done && !ex.destroyed) ex.destroy(new Error('request body truncated'));
+  }
+
+  closed(): void {
+    const ex = this.ex;
+    if (ex && !ex.destroyed) {
+      if (!ex.finished) {
+        ex.emit('aborted');
+        ex.destroy(new Error('client closed the connection'));
+      } else ex.destroy();
+    }
+  }
+
   fail(err: ProtocolError): void {
     const { socket, ctx, ex } = this;
-    socket.off('data', onConnData);
+    this.dead = true;
     if (err.codeName === 'BODY_TOO_LARGE' && ex === null) {
       socket.end(simpleResponse(413, 'Payload Too Large\n'));
       socket.resume();
@@ -214,44 +326,23 @@ function destroySocket(socket: Socket): void {
   socket.destroy();
 }
 
-function onConnData(this: ConnSocket, chunk: Buffer): void {
-  this[kConn].data(chunk);
-}
-
-function onConnEnd(this: ConnSocket): void {
-  const conn = this[kConn];
-  const ex = conn.ex;
-  // The front half-closed before the whole request arrived: nothing to answer.
-  if (ex === null) this.destroy();
-  else if (!conn.decoder.done && !ex.destroyed) ex.destroy(new Error('request body truncated'));
-}
-
-function onConnClose(this: ConnSocket): void {
-  const ex = this[kConn].ex;
-  if (ex && !ex.destroyed) {
-    if (!ex.finished) {
-      ex.emit('aborted');
-      ex.destroy(new Error('client closed the connection'));
-    } else ex.destroy();
-  }
-}
-
 function onConnTimeout(this: ConnSocket): void {
   const conn = this[kConn];
   if (conn.ex === null) conn.fail(protocolError('TIMEOUT', 'timed out waiting for the uwsgi request'));
 }
 
-function ignore(): void {}
-
-/** Reads one uwsgi request from `socket` (whose first bytes, `head`, were already read for protocol detection). */
-export function serveUwsgiConnection(socket: Socket, head: Buffer, ctx: UwsgiContext): void {
+/**
+ * Reads one uwsgi request from `socket`, whose first bytes, `head`, were
+ * already read for protocol detection; the caller forwards the socket's
+ * later events to the returned sink.
+ */
+export function serveUwsgiConnection(socket: Socket, head: Buffer, ctx: UwsgiContext): ConnectionSink {
   const conn = new UwsgiConnection(socket, ctx);
-  (socket as ConnSocket)[kConn] = conn;
-  socket.on('data', onConnData);
-  socket.on('end', onConnEnd);
-  socket.on('close', onConnClose);
-  socket.on('error', ignore);
   if (head.length > 0) conn.data(head);
   // Usually the whole request came with the first bytes: no timer to arm and disarm.
-  if (conn.ex === null && !socket.destroyed) socket.setTimeout(ctx.headerTimeoutMs, onConnTimeout);
+  if (conn.ex === null && !socket.destroyed) {
+    (socket as ConnSocket)[kConn] = conn;
+    socket.setTimeout(ctx.headerTimeoutMs, onConnTimeout);
+  }
+  return conn;
 }

@@ -80,7 +80,8 @@ export class UwsgiRequestDecoder {
   private readonly handler: UwsgiRequestHandler;
   private readonly maxBody: number;
   private readonly maxVarsSize: number;
-  private readonly header = Buffer.allocUnsafe(UWSGI_HEADER_SIZE);
+  /** The 4-byte header when it arrives split across chunks (rare: allocated then). */
+  private header: Buffer | null = null;
   private headerFill = 0;
   private state: UStateValue = UState.Header;
   private modifier1 = 0;
@@ -128,15 +129,16 @@ export class UwsgiRequestDecoder {
             this.modifier2 = chunk[pos + 3];
             pos += UWSGI_HEADER_SIZE;
           } else {
+            const header = (this.header ??= Buffer.allocUnsafe(UWSGI_HEADER_SIZE));
             const n = Math.min(UWSGI_HEADER_SIZE - this.headerFill, len - pos);
-            chunk.copy(this.header, this.headerFill, pos, pos + n);
+            chunk.copy(header, this.headerFill, pos, pos + n);
             this.headerFill += n;
             pos += n;
             if (this.headerFill < UWSGI_HEADER_SIZE) return null;
             this.headerFill = 0;
-            this.modifier1 = this.header[0];
-            this.datasize = this.header[1] | (this.header[2] << 8);
-            this.modifier2 = this.header[3];
+            this.modifier1 = header[0];
+            this.datasize = header[1] | (header[2] << 8);
+            this.modifier2 = header[3];
           }
           if (this.datasize > this.maxVarsSize) {
             return this.fail(protocolError('VARS_TOO_LARGE', `uwsgi datasize ${this.datasize} exceeds ${this.maxVarsSize}`));

@@ -46,10 +46,22 @@ export function writeVars(target: Buffer, offset: number, vars: Vars): number {
     const len = s.length;
     target[p] = len & 0xff;
     target[p + 1] = len >>> 8;
-    p += 2;
-    if (len >= NATIVE_WRITE_MIN) p += target.latin1Write(s, p, len);
-    else for (let j = 0; j < len; j++) target[p++] = s.charCodeAt(j);
+    p = writeLatin1(target, p + 2, s);
   }
+  return p;
+}
+
+/**
+ * Writes the byte string `s` (latin1: one byte per code unit, higher units
+ * truncated) at `offset` and returns the offset after it; room was checked by
+ * the caller. Short strings are copied in JS, long ones in one native call
+ * (see writeVars). Also what the appserver writes uwsgi response heads with.
+ */
+export function writeLatin1(target: Buffer, offset: number, s: string): number {
+  const len = s.length;
+  if (len >= NATIVE_WRITE_MIN) return offset + target.latin1Write(s, offset, len);
+  let p = offset;
+  for (let j = 0; j < len; j++) target[p++] = s.charCodeAt(j);
   return p;
 }
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import fc from 'fast-check';
 import { ErrorCode } from '../protocol/constants.ts';
 import { ProtocolError } from '../protocol/errors.ts';
 import {
@@ -268,4 +269,30 @@ test('httpHeadersFromVars: HTTP_* back to header names, repeated vars joined, CG
   ]);
   assert.deepEqual(h, ['host', 'h', 'cookie', 'a=1; b=2', 'x-a', '1, 2', 'content-type', 'application/json', 'content-length', '2']);
   assert.deepEqual(httpHeadersFromVars(['CONTENT_TYPE', '', 'HTTP_CONTENT_TYPE', 'text/x']), ['content-type', 'text/x']);
+});
+
+test('the 4-byte header split across pushes in any way (empty pushes too) gives the same request; nothing stays buffered', () => {
+  const piecesArb = fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 1, maxLength: 6 });
+  fc.assert(
+    fc.property(fc.nat(255), fc.nat(255), fc.uint8Array({ maxLength: 50 }), piecesArb, (m1, m2, body, pieces) => {
+      const v = [...vars.slice(0, 4), 'CONTENT_LENGTH', String(body.length)];
+      const bytes = Buffer.concat([encodeUwsgiRequest(v, m1, m2) as Buffer, body]);
+      // Cut points inside the header first (repeats = empty pushes), then the rest in one push.
+      const cuts: number[] = [];
+      let at = 0;
+      for (const n of pieces) {
+        at = Math.min(3, at + n);
+        cuts.push(at);
+      }
+      const r = decode(bytes, cuts);
+      assert.equal(r.err, null);
+      assert.deepEqual(r.vars, v);
+      assert.equal(r.modifier1, m1);
+      assert.equal(r.modifier2, m2);
+      assert.ok(Buffer.concat(r.body).equals(Buffer.from(body)));
+      assert.ok(r.ended);
+      assert.equal(r.decoder.bufferedBytes, 0);
+    }),
+    { numRuns: 300 },
+  );
 });
