@@ -1,8 +1,9 @@
-// Every private part of Node's http module the appserver relies on, in one
-// place, each checked when this module loads: a Node upgrade that changes one
-// makes the worker refuse to start with a message naming it (and
-// test/appserver-private-internals-are-as-relied-on.test.ts fail), never a
-// silent fall-back to a slower or subtly different path.
+// Every private part of Node the appserver relies on, in one place: node:http's
+// (checked when this module loads: a Node upgrade that changes one makes the
+// worker refuse to start with a message naming it) and a socket's file
+// descriptor (checked at the first connection, logged as an error if gone).
+// test/appserver-private-internals-are-as-relied-on.test.ts fails either way:
+// never a silent fall-back to a slower or subtly different path.
 //
 // Why rely on them at all: a Node (req, res) app such as Express needs the
 // real IncomingMessage and ServerResponse (their implicit headers, HEAD/304
@@ -12,11 +13,13 @@
 // points where Node hands it to the socket: `_storeHeader` (the head is
 // rendered) and `_send` (a piece of body, the head first). Nothing is
 // re-implemented: every public behaviour stays Node's.
+import { readSync } from 'node:fs';
 import { IncomingMessage, OutgoingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 
 export class NodeInternalsChanged extends Error {
   constructor(what: string) {
-    super(`this Node.js (${process.version}) changed a private part of node:http the appserver relies on: ${what}. Node listener apps cannot run on it; please report this with the Node version.`);
+    super(`this Node.js (${process.version}) changed a private part of Node the appserver relies on: ${what}. Please report this with the Node version.`);
   }
 }
 
@@ -100,4 +103,56 @@ export function emitDrainIfNeeded(res: ServerResponse): void {
     r[K_NEED_DRAIN] = false;
     res.emit('drain');
   }
+}
+
+// Reading what an accepted connection already holds, at once.
+//
+// A uwsgi front (NGINX uwsgi_pass, Apache) opens a connection per request and
+// writes the request right after connect(): by the time the worker accepts, it
+// is waiting in the socket. Node would first register the socket with epoll
+// and read it on the next turn of the event loop: an epoll_ctl (io_uring_enter)
+// and an epoll_wait per request, and the socket still in epoll when it is
+// closed. Reading it right away, as uWSGI does, answers a request whose app
+// responds synchronously within the accept: its socket never reaches epoll
+// (kernel CPU per hello request 12 → 8 µs). Node has no public way to read a
+// socket synchronously; its handle's `fd` is the one private part used.
+
+/** One read's worth; the bytes are copied out (pooled when small), the scratch never escapes. */
+const SCRATCH = Buffer.allocUnsafeSlow(64 * 1024);
+
+interface HandleWithFd {
+  fd?: unknown;
+}
+
+/**
+ * The file descriptor of a socket's libuv handle, or -1 when it has none (no
+ * handle: a socket not from a listener; closed). Throws NodeInternalsChanged
+ * when a handle no longer has a numeric `fd`.
+ */
+export function socketFd(socket: Socket): number {
+  const handle = (socket as unknown as { _handle: HandleWithFd | null })._handle;
+  if (handle === null || handle === undefined) return -1;
+  const fd = handle.fd;
+  if (typeof fd !== 'number') throw new NodeInternalsChanged("a socket's handle has no numeric 'fd'");
+  return fd;
+}
+
+/**
+ * The bytes waiting in `socket` right now, or null when there are none (or on
+ * an error or EOF: libuv meets those again on its own read and reports them
+ * as usual). Never blocks: accepted sockets are non-blocking.
+ */
+export function readWaiting(fd: number): Buffer | null {
+  let n: number;
+  // EAGAIN (nothing there yet) is thrown: the stack trace nobody reads is not built.
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    n = readSync(fd, SCRATCH, 0, SCRATCH.length, null);
+  } catch {
+    return null;
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+  return n > 0 ? Buffer.from(SCRATCH.subarray(0, n)) : null;
 }

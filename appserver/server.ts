@@ -11,6 +11,7 @@ import { type AppExchange, readRequestHead } from './exchange.ts';
 import { runFetch } from './fetch-adapter.ts';
 import type { Logger } from './log.ts';
 import { runNode } from './node-adapter.ts';
+import { NodeInternalsChanged, readWaiting, socketFd } from './node-internals.ts';
 import type { ServeOptions } from './options.ts';
 import { RequestScope, type ScopeLimits } from './scope.ts';
 import { closeOpenTunnels, runNodeUpgrade } from './upgrade.ts';
@@ -128,6 +129,10 @@ export class AppServer {
   _awaiting = 0;
   private sweep: NodeJS.Timeout | null = null;
   private idleWaiter: (() => void) | null = null;
+  /** Off only if Node's socket handles lose their `fd` (logged once). */
+  private readAtAccept = true;
+  /** @internal the read-at-accept path: how often bytes were waiting at accept, or not yet. */
+  readonly _readAtAccept = { hits: 0, misses: 0 };
   /** Called after each completed request (max-requests recycling). */
   onRequestDone: ((requests: number) => void) | null = null;
 
@@ -183,6 +188,30 @@ export class AppServer {
     socket.on('error', noop);
     socket.on('data', onAcceptedData);
     socket.on('end', onAcceptedEnd);
+    // What the front already sent is read now, not after a turn of the event
+    // loop: a uwsgi request whose app answers synchronously is served and its
+    // connection closed before the socket is ever registered with epoll.
+    if (this.readAtAccept) {
+      const first = this.waitingBytes(socket);
+      if (first !== null) onAcceptedData.call(s, first);
+    }
+  }
+
+  private waitingBytes(socket: Socket): Buffer | null {
+    let fd: number;
+    try {
+      fd = socketFd(socket);
+    } catch (err) {
+      if (!(err instanceof NodeInternalsChanged)) throw err;
+      this.readAtAccept = false;
+      this.log.error({ err }, 'reading at accept is off: connections cost an extra turn of the event loop');
+      return null;
+    }
+    if (fd < 0) return null;
+    const bytes = readWaiting(fd);
+    if (bytes === null) this._readAtAccept.misses++;
+    else this._readAtAccept.hits++;
+    return bytes;
   }
 
   /** @internal the protocol of `socket` is known from `head` (its first bytes). */

@@ -6,12 +6,19 @@
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { createServer, IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo, type Socket } from 'node:net';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import type { RequestHead } from '../appserver/exchange.ts';
 import { LightRequest } from '../appserver/fetch-request.ts';
 import { LightResponse } from '../appserver/fetch-response.ts';
-import { emitDrainIfNeeded, type ResponseOutput, routeResponse, setRawHeaders } from '../appserver/node-internals.ts';
+import type { LoadedApp } from '../appserver/app.ts';
+import { createLogger } from '../appserver/log.ts';
+import { emitDrainIfNeeded, type ResponseOutput, readWaiting, routeResponse, setRawHeaders, socketFd } from '../appserver/node-internals.ts';
+import { parseServeOptions, type ServeOptions } from '../appserver/options.ts';
+import { AppServer } from '../appserver/server.ts';
+import { encodeUwsgiRequest } from '../protocol/uwsgi.ts';
+import { tempDir } from './helpers/net.ts';
 import { installLightGlobals, NativeRequest, NativeResponse } from '../appserver/undici-globals.ts';
 
 function recorder() {
@@ -168,5 +175,81 @@ describe("undici's treatment of the lazy Request and Response (undici-globals.ts
     assert.equal(redirect.status, 301);
     assert.equal(redirect.headers.get('location'), 'http://localhost/next');
     assert.throws(() => Response.redirect('http://localhost/', 200), RangeError);
+  });
+});
+
+function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+describe("Node's socket handle (node-internals.ts: reading at accept)", () => {
+  /** A Unix-socket server whose accepted sockets are not read by libuv (pauseOnConnect), and a client that has written `bytes`. */
+  async function acceptedWithWaiting(bytes: Buffer, onAccepted: (socket: Socket) => void): Promise<{ client: Socket; close: () => void }> {
+    const { dir, cleanup } = tempDir('gw-fd-');
+    const sock = path.join(dir, 's.sock');
+    const written = deferred<void>();
+    const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
+      written.promise.then(() => onAccepted(socket));
+    });
+    await new Promise<void>((resolve) => server.listen(sock, resolve));
+    const client = net.connect(sock);
+    client.on('error', () => {});
+    client.write(bytes, () => written.resolve());
+    return {
+      client,
+      close: () => {
+        client.destroy();
+        server.close();
+        cleanup();
+      },
+    };
+  }
+
+  test("an accepted socket's handle has a numeric fd, and readWaiting reads what the peer sent without blocking", async () => {
+    const got = deferred<{ fd: number; first: Buffer | null; again: Buffer | null }>();
+    const { close } = await acceptedWithWaiting(Buffer.from('hello'), (socket) => {
+      const fd = socketFd(socket);
+      got.resolve({ fd, first: readWaiting(fd), again: readWaiting(fd) });
+      socket.destroy();
+    });
+    try {
+      const { fd, first, again } = await got.promise;
+      assert.ok(Number.isInteger(fd) && fd >= 0, `fd is ${fd}`);
+      assert.equal(first?.toString(), 'hello');
+      assert.equal(again, null, 'nothing more waiting: EAGAIN is null, not a throw or a block');
+    } finally {
+      close();
+    }
+  });
+
+  test('a socket without a handle has fd -1', () => {
+    assert.equal(socketFd(new net.Socket()), -1);
+  });
+
+  test('the app server serves a uwsgi request waiting at accept within the accept, the same bytes as through libuv', async () => {
+    const app: LoadedApp = { kind: 'fetch', name: 'hello', fetch: (req) => new Response(`hi ${new URL(req.url).pathname}`, { headers: { 'content-type': 'text/plain' } }) };
+    const opts = parseServeOptions(['app.ts']) as ServeOptions;
+    const server = new AppServer(app, opts, createLogger('silent'));
+    const packet = encodeUwsgiRequest(['REQUEST_METHOD', 'GET', 'REQUEST_URI', '/x', 'PATH_INFO', '/x', 'SERVER_PROTOCOL', 'HTTP/1.1', 'HTTP_HOST', 'a.test']) as Buffer;
+    const answered = deferred<string>();
+    const { client, close } = await acceptedWithWaiting(packet, (socket) => {
+      server.accept(socket);
+      socket.resume();
+    });
+    const chunks: Buffer[] = [];
+    client.on('data', (c) => chunks.push(c));
+    client.on('close', () => answered.resolve(Buffer.concat(chunks).toString('latin1')));
+    try {
+      const text = await answered.promise;
+      assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.ok(text.endsWith('\r\n\r\nhi /x'), text);
+      assert.deepEqual(server._readAtAccept, { hits: 1, misses: 0 });
+    } finally {
+      close();
+    }
   });
 });
