@@ -99,11 +99,17 @@ export class RequestScope {
     this.head = head;
     this.limits = limits;
     if (limits.timeoutMs > 0) (limits.deadlines ??= new DeadlineQueue(limits.timeoutMs)).add(this);
-    ex.once('close', () => {
-      this.clearTimer();
-      // A response that was not completely handed to the transport means the client went away.
-      if (!ex.writableFinished) this.abort(new DOMException('the client went away', 'AbortError'));
-    });
+  }
+
+  /**
+   * The exchange closed. Called by the server's one 'close' listener on the
+   * exchange (a listener and closure of the scope's own were a per-request
+   * allocation, and uwsgi fronts open a connection per request).
+   */
+  exchangeClosed(): void {
+    this.clearTimer();
+    // A response that was not completely handed to the transport means the client went away.
+    if (!this.ex.writableFinished) this.abort(new DOMException('the client went away', 'AbortError'));
   }
 
   /** Lazily created: most requests never look at their signal. */

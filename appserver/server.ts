@@ -97,10 +97,12 @@ function sweepSilent(server: AppServer): void {
 }
 
 const kOwner = Symbol('gatewire.server.owner');
-type OwnedExchange = AppExchange & { [kOwner]: AppServer };
+const kScope = Symbol('gatewire.server.scope');
+type OwnedExchange = AppExchange & { [kOwner]: AppServer; [kScope]: RequestScope };
 
 function onExchangeClose(this: OwnedExchange): void {
   this[kOwner]._exchangeClosed();
+  this[kScope].exchangeClosed();
 }
 
 export class AppServer {
@@ -282,6 +284,8 @@ export class AppServer {
     ex.on('close', onExchangeClose);
     const head = readRequestHead(ex.vars, ex.protocol);
     const scope = new RequestScope(ex, head, this.limits);
+    // 'close' is never emitted synchronously: the scope is there before onExchangeClose runs.
+    (ex as OwnedExchange)[kScope] = scope;
     if (head.contentLength > this.opts.maxBody) {
       this.log.warn({ method: head.method, url: head.target, contentLength: head.contentLength }, 'request body over --max-body: 413');
       scope.replyError(413, 'Payload Too Large\n');
