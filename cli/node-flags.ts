@@ -2,11 +2,21 @@
 // proxy and appserver under `gatewire up`, appserver workers). bin/gatewire.js
 // carries the same flag in its shebang for the process a user starts.
 //
-// --max-semi-space-size=16 caps V8's young generation at Node 20's default.
-// Node 24 sizes it from the machine's memory (up to 64 MB per semi-space on
-// this 24 GiB machine), and a proxy under load then holds 128 MB of young
-// generation: measured here, proxy RSS under `wrk -c64` 305–357 MB with
-// Node 24's default against 228–255 MB with the cap, for a scavenge more often.
+// --max-semi-space-size=4: a small young generation. Node 24 sizes it from the
+// machine's memory (up to 64 MB per semi-space on this 24 GiB machine); a
+// proxy under load then holds 128 MB of young generation (measured: proxy RSS
+// under `wrk -c64` 305–357 MB with Node 24's default, 228–255 MB capped at 16).
+// Down to 4: once per-request objects stopped surviving scavenges (see
+// protocol/stream-table.ts), a scavenge costs little, and scavenging often is
+// what frees the 64 KiB socket-read buffers while they are still young: with
+// a larger young generation they outlive it and only the full collections
+// that their external memory triggers free them. Proxy, 3 interleaved rounds
+// each against 16: 1 MiB POST 1,023–1,362 µs/request against 1,484–1,831
+// (req/s 667–721 against 395–550), hello and 64 KiB the same CPU (25–31 vs
+// 26–28, 68–78 vs 70–77 µs), peak RSS 125–177 against 160–202 MiB; an
+// appserver worker under 1 MiB POSTs 140–143 against 165–181 MiB at the same
+// CPU, and 5 % more CPU on an Express list (20–21 against 19 µs). 8 gave the
+// POST nothing; 2 nothing more than 4.
 //
 // --no-maglev leaves V8's mid-tier JIT out (Sparkplug, then TurboFan): its code
 // and compiler zones cost a busy proxy ~16 MB of RSS on Node 24 (anonymous
@@ -29,7 +39,7 @@
 //
 // A flag the user gave (in NODE_OPTIONS or on the command line) wins.
 const FLAGS: Array<[name: string, flag: string]> = [
-  ['max-semi-space-size', '--max-semi-space-size=16'],
+  ['max-semi-space-size', '--max-semi-space-size=4'],
   ['maglev', '--no-maglev'],
   ['allocation-site-pretenuring', '--no-allocation-site-pretenuring'],
 ];
