@@ -67,7 +67,7 @@ export class TimeoutSweeper<T extends Timed = Timed> {
     }
     const now = Date.now();
     // a check may delete its own entry (or others): walk a copy
-    for (const e of entries.slice()) e.checkTimeout(now);
+    for (const e of this.snapshot()) e.checkTimeout(now);
   }
   stop(): void {
     if (this.timer) clearInterval(this.timer);
