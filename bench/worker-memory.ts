@@ -15,6 +15,7 @@ import type { GatewireSession, GatewireStream } from '../protocol/session.ts';
 import { nativeSession, requestVars } from '../test/helpers/appserver-clients.ts';
 import { tempDir } from '../test/helpers/net.ts';
 import { GATEWIRE_BIN, type Proc, ROOT, startProcess } from '../test/helpers/procs.ts';
+import { BIN_FLAGS } from './lib/configs.ts';
 import { processTree, resetPeakRss, statusKb } from './lib/procfs.ts';
 
 const MIB = 1024 * 1024;
@@ -65,7 +66,9 @@ async function main(): Promise<void> {
   const { dir, cleanup } = tempDir('gw-wmem-');
   const procs: Proc[] = [];
   try {
-    const serve = startProcess(process.execPath, [GATEWIRE_BIN, 'serve', args.app!, '--listen', `unix:${dir}/app.sock`, '--workers', '1', '--max-body', '4g'], {
+    // With the shebang's V8 flags, as a user's `gatewire serve` runs (`node bin/gatewire.js` without
+    // them gives the master Maglev: +2.3 MB); GW_BENCH_GATEWIRE_FLAGS replaces them (bench/lib/configs.ts).
+    const serve = startProcess(process.execPath, [...BIN_FLAGS, GATEWIRE_BIN, 'serve', args.app!, '--listen', `unix:${dir}/app.sock`, '--workers', '1', '--max-body', '4g'], {
       cwd: ROOT,
       // GATEWIRE_BENCH_SERVE_NODE_OPTIONS: V8 flags for the serve processes only (e.g. to try heap sizes).
       env: { ...process.env, NODE_OPTIONS: process.env.GATEWIRE_BENCH_SERVE_NODE_OPTIONS ?? process.env.NODE_OPTIONS ?? '' },

@@ -15,25 +15,27 @@
 // appserver master's whole budget above a bare Node is a few MiB).
 const { readFileSync, statSync } = process.getBuiltinModule('node:fs');
 
-const root = new URL('..', import.meta.url);
-const dist = new URL('dist/cli/main.js', root);
+// Paths as strings, not URLs: fs converts a URL with fileURLToPath on every
+// call, and a stat per built file made that hot enough for V8's optimizing
+// compilers where the command line left them on (`node bin/gatewire.js`).
+const root = `${import.meta.dirname ?? decodeURIComponent(new URL('.', import.meta.url).pathname)}/../`;
 
-const sourcesPresent = statSync(new URL('cli/main.ts', root), { throwIfNoEntry: false }) !== undefined;
+const sourcesPresent = statSync(`${root}cli/main.ts`, { throwIfNoEntry: false }) !== undefined;
 
 function distIsCurrent() {
   let manifest;
   try {
-    manifest = JSON.parse(readFileSync(new URL('dist/build-manifest.json', root), 'utf8'));
+    manifest = JSON.parse(readFileSync(`${root}dist/build-manifest.json`, 'utf8'));
   } catch {
     return false;
   }
   // a source changed or removed since the build makes the whole build stale
-  return manifest.files.every((file) => (statSync(new URL(file, root), { throwIfNoEntry: false })?.mtimeMs ?? Infinity) <= manifest.builtAt);
+  return manifest.files.every((file) => (statSync(root + file, { throwIfNoEntry: false })?.mtimeMs ?? Infinity) <= manifest.builtAt);
 }
 
 if (!sourcesPresent || distIsCurrent()) {
-  await import(dist.href);
+  await import(new URL('../dist/cli/main.js', import.meta.url).href);
 } else {
   await import('./typescript-loader.js');
-  await import(new URL('cli/main.ts', root).href);
+  await import(new URL('../cli/main.ts', import.meta.url).href);
 }

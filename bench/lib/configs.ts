@@ -56,7 +56,7 @@ export function nodeApp(o: StartOptions, file: string, args: string[]): Proc {
 /** The V8 flags of bin/gatewire.js's shebang: what a user who runs `gatewire` gets. */
 const SHEBANG_FLAGS = (/^#!.*\bnode\b(.*)$/m.exec(readFileSync(GATEWIRE_BIN, 'utf8').split('\n')[0]!)?.[1] ?? '').split(/\s+/).filter((f) => f.startsWith('--'));
 // GW_BENCH_GATEWIRE_FLAGS="..." replaces them, to measure what a flag costs or saves.
-const BIN_FLAGS = process.env.GW_BENCH_GATEWIRE_FLAGS !== undefined ? process.env.GW_BENCH_GATEWIRE_FLAGS.split(/\s+/).filter(Boolean) : SHEBANG_FLAGS;
+export const BIN_FLAGS = process.env.GW_BENCH_GATEWIRE_FLAGS !== undefined ? process.env.GW_BENCH_GATEWIRE_FLAGS.split(/\s+/).filter(Boolean) : SHEBANG_FLAGS;
 
 export function gatewire(args: string[], o: StartOptions): Proc {
   // Node flags on the command line, not NODE_OPTIONS (which refuses --cpu-prof);
