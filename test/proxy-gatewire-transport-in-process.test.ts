@@ -1,5 +1,7 @@
-// GatewireTransport against an in-process GatewireSession server: the head and
-// a whole small body in one piece, a streamed body, a refused stream as a
+// GatewireTransport against an in-process GatewireSession server: a small typed
+// body collected whole before the try answers (and a wrong length or a silent
+// upstream failing the try instead of cutting a started response), a streamed
+// body, a refused stream as a
 // retryable error, cancellation through the AbortSignal (the server sees the
 // RESET: the app's abort fires), and timeouts.send for an upstream that takes
 // no request body.
@@ -57,10 +59,16 @@ async function serve(t: TestContext, onStream: (s: GatewireStream) => void, opts
   return { server, host: new Host({ address: `127.0.0.1:${port}` }) };
 }
 
-test('a small response arrives whole; a large one streams', async (t) => {
+test('a small response arrives whole; a large or untyped one streams', async (t) => {
   const big = Buffer.alloc(1 << 20, 7);
   const { host } = await serve(t, (s) => {
-    const size = s.vars[s.vars.indexOf('PATH_INFO') + 1] === '/big' ? big.length : 5;
+    const path = s.vars[s.vars.indexOf('PATH_INFO') + 1];
+    if (path === '/untyped') {
+      s.respond(200, ['Content-Length', '5']);
+      s.end('plain');
+      return;
+    }
+    const size = path === '/big' ? big.length : 5;
     s.respond(200, ['Content-Type', 'text/plain', 'Content-Length', String(size)]);
     s.end(size === 5 ? 'hello' : big);
   });
@@ -68,12 +76,58 @@ test('a small response arrives whole; a large one streams', async (t) => {
   t.after(() => transport.close(true));
   const small = await transport.request(host, request());
   assert.equal(small.statusCode, 200);
-  // wait for the body to land: takeWholeBody answers only for a complete one
-  await new Promise((r) => setTimeout(r, 20));
   assert.equal(small.takeWholeBody?.(5)?.toString(), 'hello');
   const large = await transport.request(host, request({ path: '/big' }));
+  assert.equal(large.takeWholeBody?.(big.length), null);
   const got = await readAll(large.body as GatewireStream);
   assert.equal(got.length, big.length);
+  const untyped = await transport.request(host, request({ path: '/untyped' }));
+  assert.equal((await readAll(untyped.body as GatewireStream)).toString(), 'plain');
+});
+
+test('a small body sent in pieces with pauses: the try answers once it ended, with all of it', async (t) => {
+  const body = Buffer.alloc(200 * 1024);
+  for (let i = 0; i < body.length; i++) body[i] = i % 251;
+  const { host } = await serve(t, (s) => {
+    s.respond(200, ['Content-Type', 'application/octet-stream', 'Content-Length', String(body.length)]);
+    let off = 0;
+    const next = () => {
+      const n = Math.min(30_000, body.length - off);
+      const piece = body.subarray(off, off + n);
+      off += n;
+      if (off === body.length) s.end(piece);
+      else {
+        s.write(piece);
+        setTimeout(next, 10);
+      }
+    };
+    next();
+  });
+  const transport = transportFor();
+  t.after(() => transport.close(true));
+  const started = Date.now();
+  const res = await transport.request(host, request());
+  assert.ok(Date.now() - started >= 50, 'answered only after the last piece');
+  assert.ok(res.takeWholeBody?.(body.length)?.equals(body));
+});
+
+test('a collected body shorter or longer than its Content-Length fails the try; a silent one times out', async (t) => {
+  const { host } = await serve(t, (s) => {
+    const path = s.vars[s.vars.indexOf('PATH_INFO') + 1];
+    s.respond(200, ['Content-Type', 'text/plain', 'Content-Length', '10']);
+    if (path === '/short') s.end('12345');
+    else if (path === '/long') s.end('0123456789abc');
+    else s.write('12345'); // and nothing more
+  });
+  const transport = transportFor();
+  t.after(() => transport.close(true));
+  for (const path of ['/short', '/long']) {
+    await assert.rejects(transport.request(host, request({ path })), (err: UpstreamError) => err.code === 'GW_UPSTREAM_PROTOCOL' && err.hostFailure === false, path);
+  }
+  const started = Date.now();
+  await assert.rejects(transport.request(host, request({ path: '/silent', readTimeoutMs: 300 })), (err: UpstreamError) => err.code === 'GW_UPSTREAM_TIMEOUT');
+  const ms = Date.now() - started;
+  assert.ok(ms >= 250 && ms < 5000, `${ms} ms`);
 });
 
 test('the request body goes up whole (buffer) or streamed, with SCRIPT_NAME', async (t) => {

@@ -15,14 +15,11 @@ import type { UpstreamConfig } from '../config.ts';
 import { BodyTooLargeError, ClientAbortedError, connectError, HeadersTooLargeError, protocolFailure, refusedStream, type UpstreamError } from '../errors.ts';
 import type { Host } from '../hosts.ts';
 import { HostQueue, PHASE_BODY, PHASE_DONE, PHASE_HEAD, PHASE_QUEUED, TimeoutSweeper, TransportExchange } from './base.ts';
-import { headersFromVars, requestVars, type Transport, type TransportRequest, type TransportResponse } from './transport.ts';
+import { headersFromVars, requestVars, type Transport, type TransportRequest, type TransportResponse, wholeBodyLength } from './transport.ts';
 
 /** Idle sessions are pinged this often; a PING unanswered for pingTimeout kills the session. */
 const PING_INTERVAL_MS = 5000;
 
-/** Larger complete bodies still stream (they are few, and a copy of them would cost more than it saves). */
-const WHOLE_BODY_MAX = 256 * 1024;
-const EMPTY_BODY = Buffer.alloc(0);
 
 const kExchange = Symbol('gatewire.exchange');
 const kHostSessions = Symbol('gatewire.hostSessions');
@@ -242,7 +239,7 @@ export class GatewireTransport implements Transport {
   }
 }
 
-/** A response head; with takeWholeBody for a body that arrived in the same read as the head. */
+/** A response head; with takeWholeBody for a body the exchange collected before handing the head over. */
 class GatewireResponse implements TransportResponse {
   readonly statusCode: number;
   readonly headers: Record<string, string | string[]>;
@@ -276,6 +273,9 @@ function onBodyError(this: Readable & { [kExchange]?: GatewireExchange }, err: E
 
 class GatewireExchange extends TransportExchange {
   private stream: TaggedStream | null = null;
+  /** A small body is being collected (collect): the try has not answered yet. */
+  private collecting = false;
+  private whole: Buffer | null = null;
   private readonly transport: GatewireTransport;
   private readonly vars: Vars;
 
@@ -314,32 +314,69 @@ class GatewireExchange extends TransportExchange {
     if (this.phase !== PHASE_HEAD) return;
     this.phase = PHASE_BODY;
     this.touch();
-    this.respond(new GatewireResponse(status, headersFromVars(headers), this.stream as GatewireStream, this));
+    const stream = this.stream as GatewireStream;
+    const res = new GatewireResponse(status, headersFromVars(headers), stream, this);
+    const length = wholeBodyLength(this.req.method, status, res.headers);
+    if (length < 0) this.respond(res);
+    else this.collect(res, length);
   }
 
   /**
-   * The body when it is complete: END_STREAM received, the stream closed both ways, nothing read
-   * yet, exactly `expectedLength` bytes buffered. The exchange is then over.
+   * A small framed body is collected before the head is handed over: its DATA go straight into one
+   * buffer as they are decoded (no chunk, no 'data' event each, credit returned at once), and the
+   * client gets head and body in one write. Until END_STREAM the try has not answered: an upstream
+   * that fails, goes silent (read timeout) or sends more or fewer bytes than it announced fails the
+   * try with 502/504 instead of cutting a response the client already started to receive.
+   */
+  private collect(res: GatewireResponse, length: number): void {
+    const stream = res.body;
+    const whole = Buffer.allocUnsafe(length);
+    let filled = 0;
+    this.collecting = true;
+    stream.takeBody((chunk, start, end) => {
+      if (this.phase === PHASE_DONE) return;
+      const n = end - start;
+      if (filled + n > length) {
+        this.abort(protocolFailure(new Error(`response body longer than its Content-Length (${length})`), false));
+        return;
+      }
+      chunk.copy(whole, filled, start, end);
+      filled += n;
+    });
+    stream.once('end', () => {
+      if (this.phase === PHASE_DONE) return;
+      if (filled !== length) {
+        this.abort(protocolFailure(new Error(`response body of ${filled} bytes, Content-Length ${length}`), false));
+        return;
+      }
+      this.collecting = false;
+      this.whole = whole;
+      this.respond(res);
+    });
+  }
+
+  /**
+   * The collected body, when it is `expectedLength` bytes. The exchange is over once the stream
+   * closed both ways; a request body still going up keeps it until the stream closes.
    */
   takeWholeBody(expectedLength: number): Buffer | null {
-    const stream = this.stream;
-    if (this.phase !== PHASE_BODY || stream === null || !stream.complete || stream.destroyed) return null;
-    if (stream.readableFlowing !== null || stream.readableLength !== expectedLength || expectedLength > WHOLE_BODY_MAX) return null;
-    // read() hands over everything buffered (and lets the stream end and close on its own)
-    const body = stream.read() as Buffer | null;
-    this.end(false);
-    return body ?? EMPTY_BODY;
+    const whole = this.whole;
+    if (whole === null || whole.length !== expectedLength) return null;
+    this.whole = null;
+    if (this.stream === null || this.stream.complete) this.end(false);
+    return whole;
   }
 
   onStreamError(err: Error): void {
-    if (this.phase === PHASE_HEAD || this.phase === PHASE_QUEUED) this.abort(mapStreamError(err));
+    if (this.phase === PHASE_HEAD || this.phase === PHASE_QUEUED || this.collecting) this.abort(mapStreamError(err));
     else this.end(true);
   }
 
   onStreamClose(): void {
     if (this.phase === PHASE_DONE) return;
-    // closed without a response and without an error
+    // closed without a response (or before the collected body ended) and without an error
     if (this.phase === PHASE_HEAD) this.abort(protocolFailure(new Error('stream closed without a response')));
+    else if (this.collecting) this.abort(protocolFailure(new Error('stream closed before the response body ended'), false));
     else this.end(false);
   }
 
