@@ -2,8 +2,8 @@
 // JSON lines ({"level":30,"time":…,"pid":…,"msg":…}, `err` through pino's
 // error serializer) on stderr, written by hand. Both log a few lines per
 // worker start, death, reload or app error, never one per request. Loading
-// pino (and its thread-stream and sonic-boom) cost a master ~5 MB of RSS and
-// a worker ~14 MB for that. test/appserver-log-lines-same-as-pino.test.ts
+// pino (and its thread-stream and sonic-boom) cost a master ~5 MB of RSS for
+// that (a worker: see appserver/log.ts). test/appserver-log-lines-same-as-pino.test.ts
 // compares the lines with pino's.
 
 // Written with fs.writeSync like pino's sync destination: no process.stderr stream (another ~1 MiB).
