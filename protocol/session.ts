@@ -1087,6 +1087,10 @@ export class GatewireSession extends EventEmitter implements FrameSink {
 function noop(): void {}
 
 const EMPTY = Buffer.alloc(0);
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
 const NO_VARS: Vars = [];
 const STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, highWaterMark: 64 * 1024 };
 const BODYLESS_STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, writable: false, highWaterMark: 64 * 1024 };
@@ -1195,24 +1199,59 @@ export class GatewireStream extends Duplex {
    * Server: the RESPONSE head, a whole body and END_STREAM (what respond() and end(body) do): the
    * DATA frames go out at once when nothing is queued and both windows allow, the last one
    * carrying END_STREAM — no write()/final() round through the Writable and no empty closing
-   * frame; what does not fit the windows now takes the ordinary write path.
+   * frame; what does not fit the windows now takes the ordinary write path. A body given in
+   * pieces (an app's writes of one tick, a stream that was complete at once) goes out as they
+   * are, in order, without being joined into one buffer.
    */
-  respondWhole(status: number, headers: Vars, body: Uint8Array): void {
-    if (body.byteLength === 0) {
+  respondWhole(status: number, headers: Vars, body: Uint8Array | readonly Uint8Array[]): void {
+    const pieces = body instanceof Uint8Array ? null : body;
+    // The last piece with bytes carries END_STREAM; -1: no bytes at all.
+    let last = -1;
+    if (pieces === null) last = (body as Uint8Array).byteLength > 0 ? 0 : -1;
+    else for (let i = pieces.length - 1; i >= 0 && last < 0; i--) if (pieces[i].byteLength > 0) last = i;
+    if (last < 0) {
       this.respond(status, headers, { endStream: true });
       return;
     }
     this.respond(status, headers);
-    const bytes = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    const count = pieces === null ? 1 : last + 1;
+    let i = 0;
     let off = 0;
+    let bytes = asBuffer(pieces === null ? (body as Uint8Array) : pieces[0]);
     if (this.writableLength === 0 && !this.writableEnded && !this.destroyed) {
-      while (bytes.length - off > MAX_FRAME_PAYLOAD && this.session._sendNow(this, bytes.subarray(off, off + MAX_FRAME_PAYLOAD))) off += MAX_FRAME_PAYLOAD;
-      if (bytes.length - off <= MAX_FRAME_PAYLOAD && this.session._sendNow(this, off === 0 ? bytes : bytes.subarray(off), true)) {
-        this.end();
-        return;
+      for (;;) {
+        off = bytes.length === 0 ? 0 : this.sendNow(bytes, i === count - 1);
+        if (off < bytes.length) break;
+        off = 0;
+        if (++i === count) {
+          this.end();
+          return;
+        }
+        bytes = asBuffer(pieces![i]);
       }
     }
-    this.end(off === 0 ? bytes : bytes.subarray(off));
+    // What the windows or the socket did not take now, through the Writable (which then waits for credit).
+    for (;;) {
+      const rest = off === 0 ? bytes : bytes.subarray(off);
+      off = 0;
+      if (i === count - 1) {
+        this.end(rest);
+        return;
+      }
+      if (rest.length > 0) this.write(rest);
+      bytes = asBuffer(pieces![++i]);
+    }
+  }
+
+  /** DATA frames for `bytes` straight to the session while both windows and the socket allow; how far it got. */
+  private sendNow(bytes: Buffer, endStream: boolean): number {
+    const session = this.session;
+    let off = 0;
+    while (bytes.length - off > MAX_FRAME_PAYLOAD) {
+      if (!session._sendNow(this, bytes.subarray(off, off + MAX_FRAME_PAYLOAD))) return off;
+      off += MAX_FRAME_PAYLOAD;
+    }
+    return session._sendNow(this, off === 0 ? bytes : bytes.subarray(off), endStream) ? bytes.length : off;
   }
 
   /** Which wire an appserver exchange came on (uwsgi classic connections say 'uwsgi'). */
