@@ -16,7 +16,7 @@ import type { ProxyMetrics } from './metrics.ts';
 import type { UpstreamRuntime } from './upstream-runtime.ts';
 import type { SelectionContext } from './selection-policies.ts';
 import type { Timed, TimeoutSweeper } from './transports/base.ts';
-import type { TransportRequest, TransportResponse } from './transports/transport.ts';
+import { type TransportRequest, type TransportResponse, wholeBodyLength } from './transports/transport.ts';
 
 /** What the forwarding layer gets back: the upstream response, or its body already whole. */
 export interface ExchangeResponse {
@@ -304,20 +304,11 @@ export class ProxyExchange implements TransportRequest, SelectionContext, Timed 
     cb(null, whole === null ? res : { statusCode: res.statusCode, headers, body: whole });
   }
 
-  /**
-   * The complete body as one buffer when the transport has it and Fastify would send it exactly as
-   * the stream: a body the upstream framed with a matching Content-Length and typed (Fastify types
-   * an untyped buffer), not HEAD/204/304 (their framing headers describe no body here).
-   */
+  /** The complete body as one buffer when the transport collected it (wholeBodyLength's rule). */
   private wholeBody(res: TransportResponse): Buffer | null {
     if (res.takeWholeBody === undefined) return null;
-    const status = res.statusCode;
-    if (status < 200 || status === 204 || status === 304 || this.method === 'HEAD') return null;
-    const headers = res.headers;
-    const cl = headers['content-length'];
-    if (typeof cl !== 'string' || headers['content-type'] === undefined) return null;
-    const length = Number(cl);
-    return Number.isSafeInteger(length) && length >= 0 ? res.takeWholeBody(length) : null;
+    const length = wholeBodyLength(this.method, res.statusCode, res.headers);
+    return length >= 0 ? res.takeWholeBody(length) : null;
   }
 
   private onError(host: Host, err: UpstreamError): void {

@@ -1,5 +1,6 @@
-// GatewireTransport against an in-process GatewireSession server: the head and
-// a whole small body in one piece, a streamed body, a refused stream as a
+// GatewireTransport against an in-process GatewireSession server: a small typed
+// body handed over whole when it arrives within the head's loop iteration (a
+// slow one streams at once), a streamed body, a refused stream as a
 // retryable error, cancellation through the AbortSignal (the server sees the
 // RESET: the app's abort fires), and timeouts.send for an upstream that takes
 // no request body.
@@ -57,10 +58,16 @@ async function serve(t: TestContext, onStream: (s: GatewireStream) => void, opts
   return { server, host: new Host({ address: `127.0.0.1:${port}` }) };
 }
 
-test('a small response arrives whole; a large one streams', async (t) => {
+test('a small response arrives whole; a large or untyped one streams', async (t) => {
   const big = Buffer.alloc(1 << 20, 7);
   const { host } = await serve(t, (s) => {
-    const size = s.vars[s.vars.indexOf('PATH_INFO') + 1] === '/big' ? big.length : 5;
+    const path = s.vars[s.vars.indexOf('PATH_INFO') + 1];
+    if (path === '/untyped') {
+      s.respond(200, ['Content-Length', '5']);
+      s.end('plain');
+      return;
+    }
+    const size = path === '/big' ? big.length : 5;
     s.respond(200, ['Content-Type', 'text/plain', 'Content-Length', String(size)]);
     s.end(size === 5 ? 'hello' : big);
   });
@@ -68,12 +75,46 @@ test('a small response arrives whole; a large one streams', async (t) => {
   t.after(() => transport.close(true));
   const small = await transport.request(host, request());
   assert.equal(small.statusCode, 200);
-  // wait for the body to land: takeWholeBody answers only for a complete one
-  await new Promise((r) => setTimeout(r, 20));
   assert.equal(small.takeWholeBody?.(5)?.toString(), 'hello');
   const large = await transport.request(host, request({ path: '/big' }));
+  assert.equal(large.takeWholeBody?.(big.length), null);
   const got = await readAll(large.body as GatewireStream);
   assert.equal(got.length, big.length);
+  const untyped = await transport.request(host, request({ path: '/untyped' }));
+  assert.equal((await readAll(untyped.body as GatewireStream)).toString(), 'plain');
+});
+
+test('a small body split over socket reads arrives whole; one sent slowly streams from its first piece', async (t) => {
+  const body = Buffer.alloc(200 * 1024);
+  for (let i = 0; i < body.length; i++) body[i] = i % 251;
+  const { host } = await serve(t, (s) => {
+    s.respond(200, ['Content-Type', 'application/octet-stream', 'Content-Length', String(body.length)]);
+    if (s.vars[s.vars.indexOf('PATH_INFO') + 1] === '/fast') {
+      s.end(body); // four frames, more than one 64 KiB socket read
+      return;
+    }
+    let off = 0;
+    const next = () => {
+      const n = Math.min(30_000, body.length - off);
+      const piece = body.subarray(off, off + n);
+      off += n;
+      if (off === body.length) s.end(piece);
+      else {
+        s.write(piece);
+        setTimeout(next, 20);
+      }
+    };
+    next();
+  });
+  const transport = transportFor();
+  t.after(() => transport.close(true));
+  const fast = await transport.request(host, request({ path: '/fast' }));
+  assert.ok(fast.takeWholeBody?.(body.length)?.equals(body));
+  const started = Date.now();
+  const slow = await transport.request(host, request());
+  assert.ok(Date.now() - started < 100, 'the head is handed over without waiting for the body');
+  assert.equal(slow.takeWholeBody?.(body.length), null);
+  assert.ok((await readAll(slow.body as GatewireStream)).equals(body));
 });
 
 test('the request body goes up whole (buffer) or streamed, with SCRIPT_NAME', async (t) => {

@@ -15,13 +15,11 @@ import type { UpstreamConfig } from '../config.ts';
 import { BodyTooLargeError, ClientAbortedError, connectError, HeadersTooLargeError, protocolFailure, refusedStream, type UpstreamError } from '../errors.ts';
 import type { Host } from '../hosts.ts';
 import { HostQueue, PHASE_BODY, PHASE_DONE, PHASE_HEAD, PHASE_QUEUED, TimeoutSweeper, TransportExchange } from './base.ts';
-import { headersFromVars, requestVars, type Transport, type TransportRequest, type TransportResponse } from './transport.ts';
+import { headersFromVars, requestVars, type Transport, type TransportRequest, type TransportResponse, wholeBodyLength } from './transport.ts';
 
 /** Idle sessions are pinged this often; a PING unanswered for pingTimeout kills the session. */
 const PING_INTERVAL_MS = 5000;
 
-/** Larger complete bodies still stream (they are few, and a copy of them would cost more than it saves). */
-const WHOLE_BODY_MAX = 256 * 1024;
 const EMPTY_BODY = Buffer.alloc(0);
 
 const kExchange = Symbol('gatewire.exchange');
@@ -242,7 +240,7 @@ export class GatewireTransport implements Transport {
   }
 }
 
-/** A response head; with takeWholeBody for a body that arrived in the same read as the head. */
+/** A response head; with takeWholeBody for a body that arrived whole by the time the head was handed over. */
 class GatewireResponse implements TransportResponse {
   readonly statusCode: number;
   readonly headers: Record<string, string | string[]>;
@@ -260,6 +258,12 @@ class GatewireResponse implements TransportResponse {
   }
 }
 
+function answerSoon(ex: GatewireExchange): void {
+  ex.answer(false);
+}
+function answerLate(ex: GatewireExchange): void {
+  ex.answer(true);
+}
 function onStreamResponse(this: TaggedStream, status: number, headers: Vars): void {
   this[kExchange]?.onResponse(status, headers);
 }
@@ -276,6 +280,8 @@ function onBodyError(this: Readable & { [kExchange]?: GatewireExchange }, err: E
 
 class GatewireExchange extends TransportExchange {
   private stream: TaggedStream | null = null;
+  /** The response head, between its arrival and answer(). */
+  private pending: GatewireResponse | null = null;
   private readonly transport: GatewireTransport;
   private readonly vars: Vars;
 
@@ -311,10 +317,34 @@ class GatewireExchange extends TransportExchange {
   }
 
   onResponse(status: number, headers: Vars): void {
-    if (this.phase !== PHASE_HEAD) return;
-    this.phase = PHASE_BODY;
+    if (this.phase !== PHASE_HEAD || this.pending !== null) return;
     this.touch();
-    this.respond(new GatewireResponse(status, headersFromVars(headers), this.stream as GatewireStream, this));
+    this.pending = new GatewireResponse(status, headersFromVars(headers), this.stream as GatewireStream, this);
+    // the DATA that came in the same read are delivered once its frames are decoded: answer then
+    process.nextTick(answerSoon, this);
+  }
+
+  /**
+   * Hands the pending head over. A small framed body (wholeBodyLength) that has not ended yet gets
+   * until the end of this event-loop iteration's poll phase (libuv reads a socket again and again
+   * while it has data): a 64 KiB body split over two socket reads then still reaches the client
+   * with its head in one write. A body still not complete by then streams, so a slow response is
+   * never held back (NGINX sends the head as soon as it has it, too).
+   */
+  answer(late: boolean): void {
+    const res = this.pending;
+    if (res === null || this.phase !== PHASE_HEAD) return;
+    const stream = res.body;
+    if (!late && !stream.complete) {
+      const length = wholeBodyLength(this.req.method, res.statusCode, res.headers);
+      if (length > 0 && stream.readableLength < length) {
+        setImmediate(answerLate, this);
+        return;
+      }
+    }
+    this.pending = null;
+    this.phase = PHASE_BODY;
+    this.respond(res);
   }
 
   /**
@@ -324,7 +354,7 @@ class GatewireExchange extends TransportExchange {
   takeWholeBody(expectedLength: number): Buffer | null {
     const stream = this.stream;
     if (this.phase !== PHASE_BODY || stream === null || !stream.complete || stream.destroyed) return null;
-    if (stream.readableFlowing !== null || stream.readableLength !== expectedLength || expectedLength > WHOLE_BODY_MAX) return null;
+    if (stream.readableFlowing !== null || stream.readableLength !== expectedLength) return null;
     // read() hands over everything buffered (and lets the stream end and close on its own)
     const body = stream.read() as Buffer | null;
     this.end(false);
@@ -332,14 +362,16 @@ class GatewireExchange extends TransportExchange {
   }
 
   onStreamError(err: Error): void {
+    // before the head was handed over (even when it arrived): the try fails, and may be retried
     if (this.phase === PHASE_HEAD || this.phase === PHASE_QUEUED) this.abort(mapStreamError(err));
     else this.end(true);
   }
 
   onStreamClose(): void {
     if (this.phase === PHASE_DONE) return;
+    if (this.pending !== null) this.answer(true);
     // closed without a response and without an error
-    if (this.phase === PHASE_HEAD) this.abort(protocolFailure(new Error('stream closed without a response')));
+    else if (this.phase === PHASE_HEAD) this.abort(protocolFailure(new Error('stream closed without a response')));
     else this.end(false);
   }
 

@@ -50,10 +50,11 @@ export interface TransportResponse {
   headers: Record<string, string | string[]>;
   body: Readable;
   /**
-   * Optional: when the whole body has already arrived and is exactly `expectedLength` bytes, returns
-   * it and the exchange is over (`body` must not be used any more); otherwise null and the body
-   * streams as usual. A small response then reaches the client as one buffer, without a stream
-   * pipe and its end-of-stream listeners on both sides (most of a small proxied request's cost).
+   * Optional: when the whole body arrived with the head (see wholeBodyLength) and it is exactly
+   * `expectedLength` bytes, returns it and `body` must not be used any more; otherwise null and the
+   * body streams as usual. A small response then reaches the client as one buffer, head and body in
+   * one write, without a stream pipe and its end-of-stream listeners on both sides (most of a small
+   * proxied request's cost).
    */
   takeWholeBody?(expectedLength: number): Buffer | null;
 }
@@ -84,6 +85,27 @@ export function requestVars(req: TransportRequest, contentLength?: number): Vars
     contentLength,
     scriptName: req.scriptName,
   });
+}
+
+/**
+ * Bodies up to this size that arrive with their head go to the client whole: head and body in one
+ * write instead of a write per DATA frame or socket read (larger ones would cost a copy for little).
+ */
+export const WHOLE_BODY_MAX = 256 * 1024;
+
+/**
+ * The Content-Length of a response that goes to the client as one buffer, or -1 when its body
+ * streams: it must be framed by a Content-Length alone (a de-chunked body is re-framed), typed
+ * (Fastify would type an untyped buffer, changing the response), and on the wire (not HEAD, 1xx,
+ * 204 or 304, whose framing headers describe no body here). The transport that waits for such a
+ * body and the exchange that sends it whole decide with this same rule.
+ */
+export function wholeBodyLength(method: string, status: number, headers: Record<string, string | string[]>): number {
+  if (status < 200 || status === 204 || status === 304 || method === 'HEAD') return -1;
+  const cl = headers['content-length'];
+  if (typeof cl !== 'string' || headers['content-type'] === undefined || headers['transfer-encoding'] !== undefined) return -1;
+  const length = Number(cl);
+  return Number.isSafeInteger(length) && length >= 0 && length <= WHOLE_BODY_MAX ? length : -1;
 }
 
 /** Response vars [name, value, ...] → header object; repeated names (set-cookie) become arrays. */
