@@ -105,19 +105,6 @@ function onExchangeClose(this: OwnedExchange): void {
   this[kScope].exchangeClosed();
 }
 
-/**
- * How much a connection's socket holds in Node before write() says "wait" (the net default is
- * 16 KiB). A native session takes that answer as backpressure: with 16 KiB, the first 64 KiB
- * response of a loop iteration left the socket "full", so every other response of the same
- * iteration lost the direct path (head, DATA and END_STREAM written at once) and went through
- * its Writable, 'drain' and an empty closing frame. 256 KiB is one stream's whole send window;
- * what it holds is the apps' own response buffers (not copies), bounded per connection.
- * bench/shapes.ts, two interleaved pairs on the shared machine, worker CPU µs/request at 16 KiB
- * → 256 KiB: Fetch Uint8Array 64 KiB 18/18 → 14/12, ReadableStream 4 × 16 KiB 32/27 → 27/15,
- * res.write × 3 + end 26/24 → 18/15, res.end(64 KiB) 18/18 → 19/16, hello and 1 MiB POSTs the same.
- */
-const SOCKET_HIGH_WATER_MARK = 256 * 1024;
-
 export class AppServer {
   readonly app: LoadedApp;
   readonly log: Logger;
@@ -167,7 +154,7 @@ export class AppServer {
 
   /** A net.Server that hands its connections to this app server (not yet listening). */
   createListener(): net.Server {
-    const server = net.createServer({ allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HIGH_WATER_MARK }, (socket) => this.accept(socket));
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
     server.on('error', (err) => this.log.error({ err }, 'listener error'));
     this.listeners.push(server);
     return server;
