@@ -111,6 +111,14 @@ export interface SessionOptions {
 
 /** Receive windows announced when the caller sets none (see the constructor). */
 const LOCAL_SERVER_STREAM_WINDOW = 1024 * 1024;
+/**
+ * Bytes a server queues on its socket before it stops handing the socket frames (a client keeps
+ * the socket's own 16 KiB). A server answers with whole bodies: with 16 KiB a 64 KiB body left as
+ * two writes a loop iteration apart (its second frame waited for 'drain'), so the proxy got it in
+ * two reads and wrote it to its client in two. A client's request bodies come in 64 KiB reads and
+ * stream; queueing more there measured no gain.
+ */
+export const SERVER_SOCKET_HIGH_WATER = 256 * 1024;
 const LOCAL_CONNECTION_WINDOW = 16 * 1024 * 1024;
 
 /** How long a closing socket may take to flush before it is destroyed. */
@@ -225,6 +233,8 @@ export class GatewireSession extends EventEmitter implements FrameSink {
   private blocked: GatewireStream[] = [];
   private socketBlocked = false;
   private corked = false;
+  /** The queued bytes at which a write marks the socket blocked (write() says false from its own 16 KiB on). */
+  private readonly socketHighWater: number;
 
   // Receiving: credit we granted the peer.
   private connRecvWindow: number;
@@ -259,6 +269,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
     this.role = opts.role;
     this.socket = socket;
     this.localMaxStreams = opts.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS;
+    this.socketHighWater = opts.role === 'server' ? SERVER_SOCKET_HIGH_WATER : 0;
     // What we announce in SETTINGS when the caller does not choose: a server takes request bodies
     // a whole MiB per stream before it returns credit (a 1 MiB upload then never stalls on a window
     // round trip), and both sides give the connection room for many such streams at once. The
@@ -779,7 +790,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
       // of the proxy's CPU). The delay is within the same loop iteration.
       setImmediate(uncorkSession, this);
     }
-    if (!this.socket.write(buf)) this.socketBlocked = true;
+    if (!this.socket.write(buf) && this.socket.writableLength >= this.socketHighWater) this.socketBlocked = true;
   }
 
   /** @internal */

@@ -105,7 +105,7 @@ test('a small body split over socket reads arrives whole; one sent slowly stream
       }
     };
     next();
-  }, { socketHighWaterMark: 256 * 1024 }); // as the appserver's listener: a whole body leaves in one write
+  });
   const transport = transportFor();
   t.after(() => transport.close(true));
   const fast = await transport.request(host, request({ path: '/fast' }));

@@ -22,11 +22,11 @@ export interface TestServer {
 
 export async function startSessionServer(
   onStream: (stream: GatewireStream, session: Session) => void,
-  opts: Omit<SessionOptions, 'role'> & { unix?: boolean; onSession?: (s: Session) => void; socketHighWaterMark?: number } = {},
+  opts: Omit<SessionOptions, 'role'> & { unix?: boolean; onSession?: (s: Session) => void } = {},
 ): Promise<TestServer> {
   const sessions: Session[] = [];
   const sockets: net.Socket[] = [];
-  const server = net.createServer(opts.socketHighWaterMark === undefined ? {} : { highWaterMark: opts.socketHighWaterMark }, (socket) => {
+  const server = net.createServer((socket) => {
     sockets.push(socket);
     let head = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
