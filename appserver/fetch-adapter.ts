@@ -256,7 +256,8 @@ async function sendResponse(scope: RequestScope, res: Response): Promise<void> {
 
 /**
  * A body produced as a stream, written as it comes with backpressure. What the stream hands over at
- * once (each next read already settled when looked at) is gathered first, up to GATHER_LIMIT bytes:
+ * once (each next read settled within the stream's own promise chain: see afterMicrotasks) is
+ * gathered first, up to GATHER_LIMIT bytes:
  * a stream that is complete by then (a few chunks enqueued in one go) goes out whole, sized, like
  * bytes would; one still producing (SSE, a slow source) gets its head and what it gave so far now,
  * unsized, and the rest as it comes.
