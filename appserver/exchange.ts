@@ -15,8 +15,8 @@ export interface AppExchange extends Duplex {
   readonly upgrade?: boolean;
   /** headers: flat [name, value, ...], lower-case names, repeats (set-cookie) as repeated pairs. */
   respond(status: number, headers: Vars, opts?: { endStream?: boolean }): void;
-  /** Optional: head, a whole body and the end in one write (what respond() + end(body) do, cheaper). */
-  respondWhole?(status: number, headers: Vars, body: Uint8Array): void;
+  /** Optional: head, a whole body (one buffer, or pieces in order) and the end in one write (what respond() + end(body) do, cheaper). */
+  respondWhole?(status: number, headers: Vars, body: Uint8Array | readonly Uint8Array[]): void;
   /** Abort the exchange (stream RESET / connection close): the client sees a truncated response, never a clean short one. */
   reset(code?: number): void;
   /** The response is complete and the rest of the request body is not wanted: stop it (native: RESET CANCEL; uwsgi: read and drop it). */

@@ -15,8 +15,22 @@ import { acceptWebSocket, refuseUpgradeWebSocket, upgradeWebSocketFor } from './
 // collection and hold their 64 KiB until a full one (a 256 KiB queue raised the
 // worker's peak during a 1 GiB upload from ≈ 207 to ≈ 249 MiB).
 const BODY_HIGH_WATER_MARK = 64 * 1024;
+/**
+ * A response stream's chunks that are there at once are gathered up to this many bytes and sent
+ * whole (see sendStream): the same bound as a request body's queue, for the same reason.
+ */
+const GATHER_LIMIT = BODY_HIGH_WATER_MARK;
 const NOT_YET = Symbol('not yet');
-const NOT_YET_PROMISE: Promise<typeof NOT_YET> = Promise.resolve(NOT_YET);
+
+/**
+ * Settles with NOT_YET once the microtasks queued so far, and those they queue, have run (a tick
+ * runs after the microtask queue is drained): a read that a stream answers from its own promise
+ * chain (a pull() that enqueues, the next pull only after the previous one's promise settled) has
+ * settled by then; one waiting for I/O or a timer has not.
+ */
+function afterMicrotasks(): Promise<typeof NOT_YET> {
+  return new Promise((resolve) => process.nextTick(resolve, NOT_YET));
+}
 const EMPTY = new Uint8Array(0);
 const EMPTY_BUFFER = Buffer.alloc(0);
 
@@ -171,15 +185,19 @@ function asBytes(chunk: unknown): Uint8Array {
   throw new TypeError(`response body chunk is ${typeof chunk}, expected Uint8Array`);
 }
 
-/** Head, whole body and end at once, with the body's own Content-Length (an app's wrong one would break the framing). */
-function sendWhole(scope: RequestScope, status: number, headers: Vars, body: Uint8Array): void {
+/** Head, whole body (one buffer or pieces in order) and end at once, with the body's own Content-Length (an app's wrong one would break the framing). */
+function sendWhole(scope: RequestScope, status: number, headers: Vars, body: Uint8Array | Uint8Array[], length: number): void {
   const ex = scope.ex;
-  setContentLength(headers, body.byteLength);
+  setContentLength(headers, length);
   scope.headSent();
   if (ex.respondWhole) ex.respondWhole(status, headers, body);
   else {
     ex.respond(status, headers);
-    ex.end(body);
+    if (body instanceof Uint8Array) ex.end(body);
+    else {
+      for (const piece of body) ex.write(piece);
+      ex.end();
+    }
   }
   scope.discardBody();
 }
@@ -212,11 +230,13 @@ async function sendParts(scope: RequestScope, parts: ResponseParts): Promise<voi
     sendHeadOnly(scope, status, headers, body instanceof ReadableStream ? body : null);
     return;
   }
-  if (typeof body === 'string') sendWhole(scope, status, headers, Buffer.from(body));
-  else if (body instanceof Uint8Array) sendWhole(scope, status, headers, body);
+  if (typeof body === 'string') {
+    const bytes = Buffer.from(body);
+    sendWhole(scope, status, headers, bytes, bytes.byteLength);
+  } else if (body instanceof Uint8Array) sendWhole(scope, status, headers, body, body.byteLength);
   else if (body instanceof Blob) {
     const bytes = new Uint8Array(await body.arrayBuffer());
-    if (!scope.cut && !scope.ex.destroyed) sendWhole(scope, status, headers, bytes);
+    if (!scope.cut && !scope.ex.destroyed) sendWhole(scope, status, headers, bytes, bytes.byteLength);
   } else await sendStream(scope, status, headers, body);
 }
 
@@ -234,7 +254,14 @@ async function sendResponse(scope: RequestScope, res: Response): Promise<void> {
   else await sendStream(scope, status, headers, body);
 }
 
-/** A body produced as a stream, written as it comes with backpressure; sized when it turns out to be one chunk. */
+/**
+ * A body produced as a stream, written as it comes with backpressure. What the stream hands over at
+ * once (each next read settled within the stream's own promise chain: see afterMicrotasks) is
+ * gathered first, up to GATHER_LIMIT bytes:
+ * a stream that is complete by then (a few chunks enqueued in one go) goes out whole, sized, like
+ * bytes would; one still producing (SSE, a slow source) gets its head and what it gave so far now,
+ * unsized, and the rest as it comes.
+ */
 async function sendStream(scope: RequestScope, status: number, headers: Vars, body: ReadableStream<Uint8Array | string>): Promise<void> {
   const ex = scope.ex;
   const reader = body.getReader();
@@ -242,34 +269,42 @@ async function sendStream(scope: RequestScope, status: number, headers: Vars, bo
     reader.cancel().catch(() => {});
   };
   try {
-    const first = await reader.read();
+    const gathered: Uint8Array[] = [];
+    let length = 0;
+    // The first read is waited for however long it takes.
+    let r = await reader.read();
     if (scope.cut) return;
-    if (first.done) {
-      sendWhole(scope, status, headers, EMPTY);
-      return;
-    }
-    let chunk = asBytes(first.value);
-    let next = reader.read();
-    // A stream that is complete after one chunk: when the next read has
-    // already settled, send head, body and end together with a Content-Length.
-    // Otherwise (a stream still producing: SSE) the head and first chunk go
-    // out now, unsized.
-    const peek = await Promise.race([next, NOT_YET_PROMISE]);
-    if (scope.cut) return;
-    if (peek !== NOT_YET && peek.done) {
-      sendWhole(scope, status, headers, chunk);
-      return;
+    let next: Promise<ReadableStreamReadResult<Uint8Array | string>>;
+    for (;;) {
+      if (r.done) {
+        sendWhole(scope, status, headers, gathered.length === 0 ? EMPTY : gathered.length === 1 ? gathered[0] : gathered, length);
+        return;
+      }
+      const chunk = asBytes(r.value);
+      gathered.push(chunk);
+      length += chunk.byteLength;
+      next = reader.read();
+      if (length > GATHER_LIMIT) break;
+      // Settled from the stream's own promise chain, or not yet.
+      const peek = await Promise.race([next, afterMicrotasks()]);
+      if (scope.cut) return;
+      if (peek === NOT_YET) break;
+      r = peek;
     }
     scope.headSent();
     ex.respond(status, headers);
+    let ok = true;
+    for (const chunk of gathered) ok = ex.write(chunk);
+    gathered.length = 0;
     for (;;) {
-      if (!ex.write(chunk)) await drained(ex);
+      if (!ok) await drained(ex);
       if (scope.cut || ex.destroyed) return;
       const r = await next;
       if (scope.cut || ex.destroyed) return;
       if (r.done) break;
-      chunk = asBytes(r.value);
+      const chunk = asBytes(r.value);
       next = reader.read();
+      ok = ex.write(chunk);
     }
     ex.end();
     scope.discardBody();

@@ -207,17 +207,15 @@ class ExchangeOutput implements ResponseOutput {
         else {
           // Written in pieces but all there now (res.write … res.end in one tick): sized after all.
           if (!hasHeader(this.headers, 'content-length')) this.headers.push('content-length', String(bytes));
-          if (chunks.length > 1 && bytes > CONCAT_LIMIT) {
-            // Large pieces go as they are: a copy of all of them would be garbage of the body's size.
+          // Large pieces go as they are (a copy of all of them would be garbage of the body's size), small ones joined.
+          const body = chunks.length === 1 ? chunks[0] : bytes > CONCAT_LIMIT ? chunks : Buffer.concat(chunks);
+          if (ex.respondWhole) ex.respondWhole(this.status, this.headers, body);
+          else {
             ex.respond(this.status, this.headers);
-            for (let i = 0; i < chunks.length - 1; i++) ex.write(chunks[i]);
-            ex.end(chunks[chunks.length - 1]);
-          } else {
-            const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
-            if (ex.respondWhole) ex.respondWhole(this.status, this.headers, body);
+            if (body instanceof Uint8Array) ex.end(body);
             else {
-              ex.respond(this.status, this.headers);
-              ex.end(body);
+              for (let i = 0; i < chunks.length - 1; i++) ex.write(chunks[i]);
+              ex.end(chunks[chunks.length - 1]);
             }
           }
         }

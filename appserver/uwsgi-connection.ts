@@ -68,22 +68,32 @@ export class UwsgiExchange extends Duplex implements AppExchange {
    * through the event loop less per request); close() only resets a
    * connection whose receive queue holds unread bytes, and there are none.
    */
-  respondWhole(status: number, headers: Vars, body: Uint8Array): void {
+  respondWhole(status: number, headers: Vars, body: Uint8Array | readonly Uint8Array[]): void {
     if (this.headersSent) throw new Error('response head already sent');
     this.headersSent = true;
     const socket = this.socket;
     if (!socket.destroyed) {
       this.responseDone = true;
-      const size = body.byteLength;
+      const pieces = body instanceof Uint8Array ? null : body;
+      let size = 0;
+      if (pieces === null) size = (body as Uint8Array).byteLength;
+      else for (const p of pieces) size += p.byteLength;
       if (size <= COPY_BODY_LIMIT) {
         // One buffer: the head, then the body copied behind it.
         const out = responseHead(status, headers, false, size);
-        out.set(body, out.length - size);
+        let at = out.length - size;
+        if (pieces === null) out.set(body as Uint8Array, at);
+        else
+          for (const p of pieces) {
+            out.set(p, at);
+            at += p.byteLength;
+          }
         socket.write(out);
       } else {
         socket.cork();
         socket.write(responseHead(status, headers, false, 0));
-        socket.write(body);
+        if (pieces === null) socket.write(body as Uint8Array);
+        else for (const p of pieces) if (p.byteLength > 0) socket.write(p);
         socket.uncork();
       }
       // Nothing left to write (the kernel took it all at once) or to read: close now.

@@ -2,7 +2,7 @@
 // proxy and appserver under `gatewire up`, appserver workers). bin/gatewire.js
 // carries the same flag in its shebang for the process a user starts.
 //
-// --max-semi-space-size=4: a small young generation. Node 24 sizes it from the
+// --max-semi-space-size=2: a small young generation. Node 24 sizes it from the
 // machine's memory (up to 64 MB per semi-space on this 24 GiB machine); a
 // proxy under load then holds 128 MB of young generation (measured: proxy RSS
 // under `wrk -c64` 305–357 MB with Node 24's default, 228–255 MB capped at 16).
@@ -16,7 +16,16 @@
 // 26–28, 68–78 vs 70–77 µs), peak RSS 125–177 against 160–202 MiB; an
 // appserver worker under 1 MiB POSTs 140–143 against 165–181 MiB at the same
 // CPU, and 5 % more CPU on an Express list (20–21 against 19 µs). 8 gave the
-// POST nothing; 2 nothing more than 4.
+// POST nothing; 2 nothing more than 4 (proxy).
+// Down to 2 for the appserver's sake: a Node listener reading a 1 MiB body
+// with req.on('data') allocates little on the JS heap but sixteen 64 KiB read
+// buffers, so with 4 MiB a scavenge came too rarely to free them and full GCs
+// (triggered by their external memory) took half the worker. bench/shapes.ts,
+// two interleaved pairs on the shared machine, worker CPU µs/request 4 → 2:
+// POST 1 MiB req.on('data') 627/434 → 227/236 (node:http 380–538); the Fetch
+// body readers, whose JS work per request is larger, unchanged (getReader()
+// 288/313 → 311/351, request.text() 1,129/1,148 → 1,113/1,156); hello, JSON,
+// Koa-style and Express within a µs (Express res.json 16/14 → 16/16).
 //
 // --no-maglev leaves V8's mid-tier JIT out (Sparkplug, then TurboFan): its code
 // and compiler zones cost a busy proxy ~16 MB of RSS on Node 24 (anonymous
@@ -37,11 +46,26 @@
 // on the command line: v8.setFlagsFromString at startup leaves the heap's
 // setting as it was (measured: survival unchanged).
 //
+// --no-concurrent-array-buffer-sweeping: V8 frees the ArrayBuffers a
+// scavenge found dead on a background task, and until that task has run they
+// still count as external memory; on a busy 2-core machine it runs late, the
+// next allocations push external memory over V8's limit, and a full mark-compact
+// frees what the scavenge already had (`--trace-gc`, appserver worker answering
+// a 64 KiB ArrayBuffer per request: 125 scavenges and 65 mark-compacts,
+// external memory 30–37 MB at each; GC 57 % of the worker on
+// `request.arrayBuffer()`). Freeing them within the scavenge, on the thread
+// that counts them anyway: bench/shapes.ts, two interleaved pairs of runs on
+// the shared machine, worker CPU µs/request without → with: Fetch ArrayBuffer
+// 64 KiB 62/68 → 23/24, POST 64 KiB arrayBuffer() 58/66 → 29/25, POST 1 MiB
+// getReader() 581/514 → 318/341, for await 627/509 → 354/284, hello and
+// Express unchanged.
+//
 // A flag the user gave (in NODE_OPTIONS or on the command line) wins.
 const FLAGS: Array<[name: string, flag: string]> = [
-  ['max-semi-space-size', '--max-semi-space-size=4'],
+  ['max-semi-space-size', '--max-semi-space-size=2'],
   ['maglev', '--no-maglev'],
   ['allocation-site-pretenuring', '--no-allocation-site-pretenuring'],
+  ['concurrent-array-buffer-sweeping', '--no-concurrent-array-buffer-sweeping'],
 ];
 
 export function childNodeFlags(): string[] {

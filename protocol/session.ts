@@ -111,6 +111,14 @@ export interface SessionOptions {
 
 /** Receive windows announced when the caller sets none (see the constructor). */
 const LOCAL_SERVER_STREAM_WINDOW = 1024 * 1024;
+/**
+ * Bytes a server queues on its socket before it stops handing the socket frames (a client keeps
+ * the socket's own 16 KiB). A server answers with whole bodies: with 16 KiB a 64 KiB body left as
+ * two writes a loop iteration apart (its second frame waited for 'drain'), so the proxy got it in
+ * two reads and wrote it to its client in two. A client's request bodies come in 64 KiB reads and
+ * stream; queueing more there measured no gain.
+ */
+export const SERVER_SOCKET_HIGH_WATER = 256 * 1024;
 const LOCAL_CONNECTION_WINDOW = 16 * 1024 * 1024;
 
 /** How long a closing socket may take to flush before it is destroyed. */
@@ -225,6 +233,8 @@ export class GatewireSession extends EventEmitter implements FrameSink {
   private blocked: GatewireStream[] = [];
   private socketBlocked = false;
   private corked = false;
+  /** The queued bytes at which a write marks the socket blocked (write() says false from its own 16 KiB on). */
+  private readonly socketHighWater: number;
 
   // Receiving: credit we granted the peer.
   private connRecvWindow: number;
@@ -259,6 +269,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
     this.role = opts.role;
     this.socket = socket;
     this.localMaxStreams = opts.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS;
+    this.socketHighWater = opts.role === 'server' ? SERVER_SOCKET_HIGH_WATER : 0;
     // What we announce in SETTINGS when the caller does not choose: a server takes request bodies
     // a whole MiB per stream before it returns credit (a 1 MiB upload then never stalls on a window
     // round trip), and both sides give the connection room for many such streams at once. The
@@ -779,7 +790,7 @@ export class GatewireSession extends EventEmitter implements FrameSink {
       // of the proxy's CPU). The delay is within the same loop iteration.
       setImmediate(uncorkSession, this);
     }
-    if (!this.socket.write(buf)) this.socketBlocked = true;
+    if (!this.socket.write(buf) && this.socket.writableLength >= this.socketHighWater) this.socketBlocked = true;
   }
 
   /** @internal */
@@ -1087,6 +1098,10 @@ export class GatewireSession extends EventEmitter implements FrameSink {
 function noop(): void {}
 
 const EMPTY = Buffer.alloc(0);
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
 const NO_VARS: Vars = [];
 const STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, highWaterMark: 64 * 1024 };
 const BODYLESS_STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, writable: false, highWaterMark: 64 * 1024 };
@@ -1195,24 +1210,59 @@ export class GatewireStream extends Duplex {
    * Server: the RESPONSE head, a whole body and END_STREAM (what respond() and end(body) do): the
    * DATA frames go out at once when nothing is queued and both windows allow, the last one
    * carrying END_STREAM — no write()/final() round through the Writable and no empty closing
-   * frame; what does not fit the windows now takes the ordinary write path.
+   * frame; what does not fit the windows now takes the ordinary write path. A body given in
+   * pieces (an app's writes of one tick, a stream that was complete at once) goes out as they
+   * are, in order, without being joined into one buffer.
    */
-  respondWhole(status: number, headers: Vars, body: Uint8Array): void {
-    if (body.byteLength === 0) {
+  respondWhole(status: number, headers: Vars, body: Uint8Array | readonly Uint8Array[]): void {
+    const pieces = body instanceof Uint8Array ? null : body;
+    // The last piece with bytes carries END_STREAM; -1: no bytes at all.
+    let last = -1;
+    if (pieces === null) last = (body as Uint8Array).byteLength > 0 ? 0 : -1;
+    else for (let i = pieces.length - 1; i >= 0 && last < 0; i--) if (pieces[i].byteLength > 0) last = i;
+    if (last < 0) {
       this.respond(status, headers, { endStream: true });
       return;
     }
     this.respond(status, headers);
-    const bytes = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    const count = pieces === null ? 1 : last + 1;
+    let i = 0;
     let off = 0;
+    let bytes = asBuffer(pieces === null ? (body as Uint8Array) : pieces[0]);
     if (this.writableLength === 0 && !this.writableEnded && !this.destroyed) {
-      while (bytes.length - off > MAX_FRAME_PAYLOAD && this.session._sendNow(this, bytes.subarray(off, off + MAX_FRAME_PAYLOAD))) off += MAX_FRAME_PAYLOAD;
-      if (bytes.length - off <= MAX_FRAME_PAYLOAD && this.session._sendNow(this, off === 0 ? bytes : bytes.subarray(off), true)) {
-        this.end();
-        return;
+      for (;;) {
+        off = bytes.length === 0 ? 0 : this.sendNow(bytes, i === count - 1);
+        if (off < bytes.length) break;
+        off = 0;
+        if (++i === count) {
+          this.end();
+          return;
+        }
+        bytes = asBuffer(pieces![i]);
       }
     }
-    this.end(off === 0 ? bytes : bytes.subarray(off));
+    // What the windows or the socket did not take now, through the Writable (which then waits for credit).
+    for (;;) {
+      const rest = off === 0 ? bytes : bytes.subarray(off);
+      off = 0;
+      if (i === count - 1) {
+        this.end(rest);
+        return;
+      }
+      if (rest.length > 0) this.write(rest);
+      bytes = asBuffer(pieces![++i]);
+    }
+  }
+
+  /** DATA frames for `bytes` straight to the session while both windows and the socket allow; how far it got. */
+  private sendNow(bytes: Buffer, endStream: boolean): number {
+    const session = this.session;
+    let off = 0;
+    while (bytes.length - off > MAX_FRAME_PAYLOAD) {
+      if (!session._sendNow(this, bytes.subarray(off, off + MAX_FRAME_PAYLOAD))) return off;
+      off += MAX_FRAME_PAYLOAD;
+    }
+    return session._sendNow(this, off === 0 ? bytes : bytes.subarray(off), endStream) ? bytes.length : off;
   }
 
   /** Which wire an appserver exchange came on (uwsgi classic connections say 'uwsgi'). */

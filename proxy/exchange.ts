@@ -177,23 +177,15 @@ export class ProxyExchange implements TransportRequest, SelectionContext, Timed 
       return;
     }
     const raw = this.raw;
-    if (this.ctx.bodyTimeoutMs > 0) this.ctx.bodySweeper.add(this);
     const length = this.contentLength;
     if (length > 0 && length <= this.runtime.cfg.body_buffer_size) {
-      readWholeBody(raw, length, length).then(
-        (whole) => {
-          this.ctx.bodySweeper.delete(this);
-          if (this.ended) return;
-          this.bodyBuffer = whole;
-          ready();
-        },
-        () => {
-          // the client went away or timed out mid-body: the response close (or the 408) ends the exchange
-          this.ctx.bodySweeper.delete(this);
-        },
-      );
+      // The request handler runs when the head is parsed; a small body that came in the same
+      // packet is parsed right after it returns. Once that is done (next tick) it is taken from
+      // the request's buffer as it is, without listeners, a promise and a wait for 'end'.
+      process.nextTick(takeSmallBody, this, length, ready);
       return;
     }
+    if (this.ctx.bodyTimeoutMs > 0) this.ctx.bodySweeper.add(this);
     if (length < 0) {
       const limited = raw.pipe(new BodyLimit(this.runtime.cfg.max_body));
       // the client's abort reaches the transport through the limiter; once the try let go of it,
@@ -204,6 +196,30 @@ export class ProxyExchange implements TransportRequest, SelectionContext, Timed 
     } else this.body = raw;
     raw.once('end', () => this.ctx.bodySweeper.delete(this));
     ready();
+  }
+
+  /** A body of at most body_buffer_size: from the request's buffer when it is all there, else read as it comes. */
+  readSmallBody(length: number, ready: () => void): void {
+    if (this.ended) return;
+    const raw = this.raw;
+    if (raw.complete && raw.readableFlowing === null && raw.readableLength === length) {
+      this.bodyBuffer = raw.read() as Buffer;
+      ready();
+      return;
+    }
+    if (this.ctx.bodyTimeoutMs > 0) this.ctx.bodySweeper.add(this);
+    readWholeBody(raw, length, length).then(
+      (whole) => {
+        this.ctx.bodySweeper.delete(this);
+        if (this.ended) return;
+        this.bodyBuffer = whole;
+        ready();
+      },
+      () => {
+        // the client went away or timed out mid-body: the response close (or the 408) ends the exchange
+        this.ctx.bodySweeper.delete(this);
+      },
+    );
   }
 
   /** limits.body_timeout: time between two reads of the request body while the proxy waits for it. */
@@ -394,5 +410,9 @@ export class ProxyExchange implements TransportRequest, SelectionContext, Timed 
 }
 
 const EMPTY: string[] = [];
+
+function takeSmallBody(ex: ProxyExchange, length: number, ready: () => void): void {
+  ex.readSmallBody(length, ready);
+}
 
 function noop(): void {}

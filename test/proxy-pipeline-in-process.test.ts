@@ -3,6 +3,7 @@
 // mapping are checked without a socket. What real servers do stays in the
 // real-process tests.
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { Readable } from 'node:stream';
 import test, { type TestContext } from 'node:test';
 import pino from 'pino';
@@ -141,6 +142,35 @@ test('hop-by-hop headers, Expect and the client\'s X-Forwarded-* (untrusted) do 
   const h = transport.tries[0].req.upstreamHeaders;
   assert.equal(h[h.indexOf('x-forwarded-for') + 1], '127.0.0.1');
   assert.deepEqual(transport.tries[0].req.bodyBuffer, Buffer.alloc(10));
+});
+
+test('a small body reaches the transport whole: in the head\'s packet, dribbled after it, or never when the client leaves', async (t) => {
+  const { proxy, transport } = await proxyWith(t, 'routes: [{ upstream: app }]\nupstreams: { app: { servers: [{ address: "127.0.0.1:1" }] } }\n', () => ok('x'));
+  const url = new URL(await proxy.listen());
+  const send = async (parts: string[], pauseMs: number, end = true): Promise<string> => {
+    const socket = net.connect(Number(url.port), url.hostname);
+    let got = '';
+    socket.on('data', (c) => {
+      got += c.toString();
+    });
+    for (const p of parts) {
+      socket.write(p);
+      await new Promise((r) => setTimeout(r, pauseMs));
+    }
+    if (!end) socket.destroy();
+    else await new Promise((r) => setTimeout(r, 50));
+    socket.destroy();
+    return got;
+  };
+  const head = 'POST /j HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n';
+  assert.match(await send([`${head}{"a":12345}`], 20), /^HTTP\/1.1 200/);
+  assert.equal(transport.tries.at(-1)?.req.bodyBuffer?.toString(), '{"a":12345}');
+  assert.match(await send([head, '{"a":', '12345}'], 60), /^HTTP\/1.1 200/);
+  assert.equal(transport.tries.length, 2);
+  assert.equal(transport.tries.at(-1)?.req.bodyBuffer?.toString(), '{"a":12345}');
+  await send([head, '{"a":'], 60, false);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(transport.tries.length, 2, 'a body the client never finished is not forwarded');
 });
 
 test('routing: by host (any case, any port), 404 without a route, 413 by Content-Length', async (t) => {

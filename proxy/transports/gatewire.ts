@@ -20,6 +20,7 @@ import { headersFromVars, requestVars, type Transport, type TransportRequest, ty
 /** Idle sessions are pinged this often; a PING unanswered for pingTimeout kills the session. */
 const PING_INTERVAL_MS = 5000;
 
+const EMPTY_BODY = Buffer.alloc(0);
 
 const kExchange = Symbol('gatewire.exchange');
 const kHostSessions = Symbol('gatewire.hostSessions');
@@ -239,7 +240,7 @@ export class GatewireTransport implements Transport {
   }
 }
 
-/** A response head; with takeWholeBody for a body the exchange collected before handing the head over. */
+/** A response head; with takeWholeBody for a body that arrived whole by the time the head was handed over. */
 class GatewireResponse implements TransportResponse {
   readonly statusCode: number;
   readonly headers: Record<string, string | string[]>;
@@ -257,6 +258,12 @@ class GatewireResponse implements TransportResponse {
   }
 }
 
+function answerSoon(ex: GatewireExchange): void {
+  ex.answer(false);
+}
+function answerLate(ex: GatewireExchange): void {
+  ex.answer(true);
+}
 function onStreamResponse(this: TaggedStream, status: number, headers: Vars): void {
   this[kExchange]?.onResponse(status, headers);
 }
@@ -273,9 +280,8 @@ function onBodyError(this: Readable & { [kExchange]?: GatewireExchange }, err: E
 
 class GatewireExchange extends TransportExchange {
   private stream: TaggedStream | null = null;
-  /** A small body is being collected (collect): the try has not answered yet. */
-  private collecting = false;
-  private whole: Buffer | null = null;
+  /** The response head, between its arrival and answer(). */
+  private pending: GatewireResponse | null = null;
   private readonly transport: GatewireTransport;
   private readonly vars: Vars;
 
@@ -311,72 +317,61 @@ class GatewireExchange extends TransportExchange {
   }
 
   onResponse(status: number, headers: Vars): void {
-    if (this.phase !== PHASE_HEAD) return;
-    this.phase = PHASE_BODY;
+    if (this.phase !== PHASE_HEAD || this.pending !== null) return;
     this.touch();
-    const stream = this.stream as GatewireStream;
-    const res = new GatewireResponse(status, headersFromVars(headers), stream, this);
-    const length = wholeBodyLength(this.req.method, status, res.headers);
-    if (length < 0) this.respond(res);
-    else this.collect(res, length);
+    this.pending = new GatewireResponse(status, headersFromVars(headers), this.stream as GatewireStream, this);
+    // the DATA that came in the same read are delivered once its frames are decoded: answer then
+    process.nextTick(answerSoon, this);
   }
 
   /**
-   * A small framed body is collected before the head is handed over: its DATA go straight into one
-   * buffer as they are decoded (no chunk, no 'data' event each, credit returned at once), and the
-   * client gets head and body in one write. Until END_STREAM the try has not answered: an upstream
-   * that fails, goes silent (read timeout) or sends more or fewer bytes than it announced fails the
-   * try with 502/504 instead of cutting a response the client already started to receive.
+   * Hands the pending head over. A small framed body (wholeBodyLength) that has not ended yet gets
+   * until the end of this event-loop iteration's poll phase (libuv reads a socket again and again
+   * while it has data): a 64 KiB body split over two socket reads then still reaches the client
+   * with its head in one write. A body still not complete by then streams, so a slow response is
+   * never held back (NGINX sends the head as soon as it has it, too).
    */
-  private collect(res: GatewireResponse, length: number): void {
+  answer(late: boolean): void {
+    const res = this.pending;
+    if (res === null || this.phase !== PHASE_HEAD) return;
     const stream = res.body;
-    const whole = Buffer.allocUnsafe(length);
-    let filled = 0;
-    this.collecting = true;
-    stream.takeBody((chunk, start, end) => {
-      if (this.phase === PHASE_DONE) return;
-      const n = end - start;
-      if (filled + n > length) {
-        this.abort(protocolFailure(new Error(`response body longer than its Content-Length (${length})`), false));
+    if (!late && !stream.complete) {
+      const length = wholeBodyLength(this.req.method, res.statusCode, res.headers);
+      if (length > 0 && stream.readableLength < length) {
+        setImmediate(answerLate, this);
         return;
       }
-      chunk.copy(whole, filled, start, end);
-      filled += n;
-    });
-    stream.once('end', () => {
-      if (this.phase === PHASE_DONE) return;
-      if (filled !== length) {
-        this.abort(protocolFailure(new Error(`response body of ${filled} bytes, Content-Length ${length}`), false));
-        return;
-      }
-      this.collecting = false;
-      this.whole = whole;
-      this.respond(res);
-    });
+    }
+    this.pending = null;
+    this.phase = PHASE_BODY;
+    this.respond(res);
   }
 
   /**
-   * The collected body, when it is `expectedLength` bytes. The exchange is over once the stream
-   * closed both ways; a request body still going up keeps it until the stream closes.
+   * The body when it is complete: END_STREAM received, the stream closed both ways, nothing read
+   * yet, exactly `expectedLength` bytes buffered. The exchange is then over.
    */
   takeWholeBody(expectedLength: number): Buffer | null {
-    const whole = this.whole;
-    if (whole === null || whole.length !== expectedLength) return null;
-    this.whole = null;
-    if (this.stream === null || this.stream.complete) this.end(false);
-    return whole;
+    const stream = this.stream;
+    if (this.phase !== PHASE_BODY || stream === null || !stream.complete || stream.destroyed) return null;
+    if (stream.readableFlowing !== null || stream.readableLength !== expectedLength) return null;
+    // read() hands over everything buffered (and lets the stream end and close on its own)
+    const body = stream.read() as Buffer | null;
+    this.end(false);
+    return body ?? EMPTY_BODY;
   }
 
   onStreamError(err: Error): void {
-    if (this.phase === PHASE_HEAD || this.phase === PHASE_QUEUED || this.collecting) this.abort(mapStreamError(err));
+    // before the head was handed over (even when it arrived): the try fails, and may be retried
+    if (this.phase === PHASE_HEAD || this.phase === PHASE_QUEUED) this.abort(mapStreamError(err));
     else this.end(true);
   }
 
   onStreamClose(): void {
     if (this.phase === PHASE_DONE) return;
-    // closed without a response (or before the collected body ended) and without an error
-    if (this.phase === PHASE_HEAD) this.abort(protocolFailure(new Error('stream closed without a response')));
-    else if (this.collecting) this.abort(protocolFailure(new Error('stream closed before the response body ended'), false));
+    if (this.pending !== null) this.answer(true);
+    // closed without a response and without an error
+    else if (this.phase === PHASE_HEAD) this.abort(protocolFailure(new Error('stream closed without a response')));
     else this.end(false);
   }
 

@@ -50,7 +50,7 @@ export interface TransportResponse {
   headers: Record<string, string | string[]>;
   body: Readable;
   /**
-   * Optional: when the transport collected the whole body (see wholeBodyLength) and it is exactly
+   * Optional: when the whole body arrived with the head (see wholeBodyLength) and it is exactly
    * `expectedLength` bytes, returns it and `body` must not be used any more; otherwise null and the
    * body streams as usual. A small response then reaches the client as one buffer, head and body in
    * one write, without a stream pipe and its end-of-stream listeners on both sides (most of a small
@@ -88,9 +88,8 @@ export function requestVars(req: TransportRequest, contentLength?: number): Vars
 }
 
 /**
- * Bodies up to this size may be collected whole before the head goes to the client (NGINX's
- * proxy_buffering, for the sizes its default proxy_buffers hold): the client then gets head and
- * body in one write instead of a write per DATA frame or socket read.
+ * Bodies up to this size that arrive with their head go to the client whole: head and body in one
+ * write instead of a write per DATA frame or socket read (larger ones would cost a copy for little).
  */
 export const WHOLE_BODY_MAX = 256 * 1024;
 
@@ -98,8 +97,8 @@ export const WHOLE_BODY_MAX = 256 * 1024;
  * The Content-Length of a response that goes to the client as one buffer, or -1 when its body
  * streams: it must be framed by a Content-Length alone (a de-chunked body is re-framed), typed
  * (Fastify would type an untyped buffer, changing the response), and on the wire (not HEAD, 1xx,
- * 204 or 304, whose framing headers describe no body here). The transport that collects a body
- * and the exchange that sends it decide with this same rule.
+ * 204 or 304, whose framing headers describe no body here). The transport that waits for such a
+ * body and the exchange that sends it whole decide with this same rule.
  */
 export function wholeBodyLength(method: string, status: number, headers: Record<string, string | string[]>): number {
   if (status < 200 || status === 204 || status === 304 || method === 'HEAD') return -1;
