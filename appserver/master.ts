@@ -3,6 +3,7 @@
 // plus uWSGI-style --stats. It never loads the app (the first worker to load
 // it reports its interface), the worker code or pino: a supervisor's memory
 // is what a bare Node costs plus a few MB.
+import { appWorkerNodeFlags } from '../cli/node-flags.ts';
 import { parseListenAddress } from '../supervisor/listen.ts';
 import { createMasterLog } from '../supervisor/log.ts';
 import { Supervisor } from '../supervisor/supervisor.ts';
@@ -24,6 +25,7 @@ export async function runMaster(opts: ServeOptions, argv: string[]): Promise<num
     gracefulTimeoutMs: opts.gracefulTimeout * 1000,
     drainDelayMs: opts.drainDelay * 1000,
     log,
+    execArgv: appWorkerNodeFlags(),
   });
   const failed = await sup.start();
   if (failed !== null) {

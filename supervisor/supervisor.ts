@@ -70,6 +70,8 @@ export interface SupervisorOptions {
   log: MasterLog;
   /** Extra environment for the workers. */
   env?: NodeJS.ProcessEnv;
+  /** Node flags of every worker; default: this process's own plus gatewire's (cli/node-flags.ts). */
+  execArgv?: string[];
   /**
    * SIGHUP. Without it: a rolling replacement of every worker. With it (the proxy: validate the
    * config once here, then every worker swaps it in without a restart), this runs instead.
@@ -224,7 +226,7 @@ export class Supervisor {
         GATEWIRE_WORKER_ID: String(id),
       },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      execArgv: childNodeFlags(),
+      execArgv: this.opts.execArgv ?? childNodeFlags(),
       serialization: 'json',
     });
     let resolveReady!: (ok: boolean) => void;
