@@ -48,6 +48,6 @@ HEALTHCHECK --interval=10s --timeout=6s --start-period=15s --retries=3 \
   CMD ["node", "/app/dist/deploy/healthcheck.js"]
 # node, not the bin's shebang, starts gatewire here: the shebang's V8 flags
 # (cli/node-flags.ts says why) are repeated, and a test keeps them equal.
-ENTRYPOINT ["/usr/bin/tini", "--", "node", "--max-semi-space-size=2", "--no-maglev", "--no-allocation-site-pretenuring", "--no-concurrent-array-buffer-sweeping", "/app/bin/gatewire.js"]
+ENTRYPOINT ["/usr/bin/tini", "--", "node", "--max-semi-space-size=4", "--no-maglev", "--no-allocation-site-pretenuring", "--no-concurrent-array-buffer-sweeping", "/app/bin/gatewire.js"]
 # The embedded default, reachable from outside the container.
 CMD ["up", "--host", "0.0.0.0"]

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=2 --no-maglev --no-allocation-site-pretenuring --no-concurrent-array-buffer-sweeping
+#!/usr/bin/env -S node --max-semi-space-size=4 --no-maglev --no-allocation-site-pretenuring --no-concurrent-array-buffer-sweeping
 // Entry point of the `gatewire` command, and of every worker it forks (they
 // run this file again, so they make the same choice of code):
 // - dist/ (tsc output, built by `npm install`/`npm run build`) whenever no

@@ -2,7 +2,7 @@
 // proxy and appserver under `gatewire up`, appserver workers). bin/gatewire.js
 // carries the same flag in its shebang for the process a user starts.
 //
-// --max-semi-space-size=2: a small young generation. Node 24 sizes it from the
+// --max-semi-space-size=4 (2 for appserver workers, below): a small young generation. Node 24 sizes it from the
 // machine's memory (up to 64 MB per semi-space on this 24 GiB machine); a
 // proxy under load then holds 128 MB of young generation (measured: proxy RSS
 // under `wrk -c64` 305–357 MB with Node 24's default, 228–255 MB capped at 16).
@@ -17,15 +17,11 @@
 // appserver worker under 1 MiB POSTs 140–143 against 165–181 MiB at the same
 // CPU, and 5 % more CPU on an Express list (20–21 against 19 µs). 8 gave the
 // POST nothing; 2 nothing more than 4 (proxy).
-// Down to 2 for the appserver's sake: a Node listener reading a 1 MiB body
-// with req.on('data') allocates little on the JS heap but sixteen 64 KiB read
-// buffers, so with 4 MiB a scavenge came too rarely to free them and full GCs
-// (triggered by their external memory) took half the worker. bench/shapes.ts,
-// two interleaved pairs on the shared machine, worker CPU µs/request 4 → 2:
-// POST 1 MiB req.on('data') 627/434 → 227/236 (node:http 380–538); the Fetch
-// body readers, whose JS work per request is larger, unchanged (getReader()
-// 288/313 → 311/351, request.text() 1,129/1,148 → 1,113/1,156); hello, JSON,
-// Koa-style and Express within a µs (Express res.json 16/14 → 16/16).
+// The proxy stays at 4: with 2, in the quiet-machine bench at 058710d and in 3
+// interleaved rounds after it, hello cost the proxy 30-34 against 26-27
+// µs/request and its p99 rose from 3.8-4.2 to 4.4-8.5 ms (twice the scavenges,
+// each copying the requests in flight). Appserver workers get 2: see
+// WORKER_SEMI_SPACE.
 //
 // --no-maglev leaves V8's mid-tier JIT out (Sparkplug, then TurboFan): its code
 // and compiler zones cost a busy proxy ~16 MB of RSS on Node 24 (anonymous
@@ -62,7 +58,7 @@
 //
 // A flag the user gave (in NODE_OPTIONS or on the command line) wins.
 const FLAGS: Array<[name: string, flag: string]> = [
-  ['max-semi-space-size', '--max-semi-space-size=2'],
+  ['max-semi-space-size', '--max-semi-space-size=4'],
   ['maglev', '--no-maglev'],
   ['allocation-site-pretenuring', '--no-allocation-site-pretenuring'],
   ['concurrent-array-buffer-sweeping', '--no-concurrent-array-buffer-sweeping'],
@@ -88,7 +84,10 @@ export function childNodeFlags(): string[] {
 // price, `npm run bench:shapes -- --rounds 3`, same runs: a 1 MiB body read
 // with `for await` 630–690 against 566–583 µs per request, `req.on('data')`
 // 533–635 against 502–516; hello, 64 KiB, Express and small bodies the same.
-// 3 measured like 4 (V8 rounds the size); the proxy keeps 4 (see above).
+// With --no-concurrent-array-buffer-sweeping as well (bench/shapes.ts, two
+// interleaved pairs): POST 1 MiB req.on('data') 627/434 → 227/236 µs/request
+// (node:http 380–538). 3 measured like 4 (V8 rounds the size); the proxy
+// keeps 4 (see above).
 const WORKER_SEMI_SPACE: [name: string, flag: string] = ['max-semi-space-size', '--max-semi-space-size=2'];
 
 /** childNodeFlags() for `gatewire serve`'s workers: the worker's young generation, unless the user chose one. */
