@@ -320,7 +320,7 @@ export class ProxyExchange implements TransportRequest, SelectionContext, Timed 
     cb(null, whole === null ? res : { statusCode: res.statusCode, headers, body: whole });
   }
 
-  /** The complete body as one buffer when the transport collected it (wholeBodyLength's rule). */
+  /** The complete body as one buffer when it arrived with the head (wholeBodyLength's rule). */
   private wholeBody(res: TransportResponse): Buffer | null {
     if (res.takeWholeBody === undefined) return null;
     const length = wholeBodyLength(this.method, res.statusCode, res.headers);
