@@ -19,7 +19,7 @@ import { httpHeadersFromVars } from '../protocol/uwsgi.ts';
 import type { Vars } from '../protocol/vars.ts';
 import type { NodeListener } from './app.ts';
 import type { AppExchange, RequestHead } from './exchange.ts';
-import { emitDrainIfNeeded, type ResponseOutput, routeResponse, setRawHeaders } from './node-internals.ts';
+import { emitDrainIfNeeded, type ResponseOutput, responseOutput, routeResponse, setRawHeaders } from './node-internals.ts';
 import type { RequestScope } from './scope.ts';
 
 const HIGH_WATER_MARK = 64 * 1024;
@@ -133,25 +133,28 @@ function hasHeader(headers: Vars, name: string): boolean {
   return false;
 }
 
-function callAll(cbs: Callback[], err?: Error | null): void {
-  for (const cb of cbs) cb(err);
-}
-
 /** The response's way to the exchange: a head, then the body pieces of each tick in one go. */
 class ExchangeOutput implements ResponseOutput {
   private readonly scope: RequestScope;
+  req!: BodyReq;
   res!: ServerResponse;
   private status = 200;
   private headers: Vars | null = null;
   private delivered = false;
-  private chunks: Uint8Array[] = [];
+  // The pieces and callbacks of the current tick: the first in a field, any more in an
+  // array (the common res.end(body) is one piece and one callback: no array per request).
+  private first: Uint8Array | null = null;
+  private rest: Uint8Array[] | null = null;
   private bytes = 0;
-  private cbs: Callback[] = [];
+  private cb: Callback | null = null;
+  private moreCbs: Callback[] | null = null;
   private scheduled = false;
   private streaming = false;
   private ended = false;
   /** The app's output no longer goes anywhere (504 or 500 already sent, or the client left). */
   detached = false;
+  /** The socket the app sees (destroyed when the request is cut). */
+  socket!: ExchangeSocket;
 
   constructor(scope: RequestScope) {
     this.scope = scope;
@@ -173,10 +176,16 @@ class ExchangeOutput implements ResponseOutput {
     }
     if (data.length > 0) {
       const buf = typeof data === 'string' ? Buffer.from(data, encoding ?? 'utf8') : data;
-      this.chunks.push(buf);
+      if (this.first === null) this.first = buf;
+      else if (this.rest === null) this.rest = [buf];
+      else this.rest.push(buf);
       this.bytes += buf.byteLength;
     }
-    if (cb) this.cbs.push(cb);
+    if (cb) {
+      if (this.cb === null) this.cb = cb;
+      else if (this.moreCbs === null) this.moreCbs = [cb];
+      else this.moreCbs.push(cb);
+    }
     if (!this.scheduled) {
       this.scheduled = true;
       process.nextTick(flushOutput, this);
@@ -188,12 +197,16 @@ class ExchangeOutput implements ResponseOutput {
     this.scheduled = false;
     const { scope, res } = this;
     const ex = scope.ex;
-    const chunks = this.chunks;
+    const first = this.first;
+    const rest = this.rest;
     const bytes = this.bytes;
-    const cbs = this.cbs;
-    this.chunks = [];
+    const cb = this.cb;
+    const moreCbs = this.moreCbs;
+    this.first = null;
+    this.rest = null;
     this.bytes = 0;
-    this.cbs = [];
+    this.cb = null;
+    this.moreCbs = null;
     if (this.detached || ex.destroyed) return;
     const ended = res.writableEnded;
     if (!this.delivered) {
@@ -203,23 +216,29 @@ class ExchangeOutput implements ResponseOutput {
       if (ended) {
         this.ended = true;
         // The common case, res.end(body) in one tick: head, body and end in one write.
-        if (chunks.length === 0) ex.respond(this.status, this.headers, { endStream: true });
+        if (first === null) ex.respond(this.status, this.headers, { endStream: true });
         else {
           // Written in pieces but all there now (res.write … res.end in one tick): sized after all.
           if (!hasHeader(this.headers, 'content-length')) this.headers.push('content-length', String(bytes));
-          // Large pieces go as they are (a copy of all of them would be garbage of the body's size), small ones joined.
-          const body = chunks.length === 1 ? chunks[0] : bytes > CONCAT_LIMIT ? chunks : Buffer.concat(chunks);
-          if (ex.respondWhole) ex.respondWhole(this.status, this.headers, body);
-          else {
-            ex.respond(this.status, this.headers);
-            if (body instanceof Uint8Array) ex.end(body);
+          if (rest === null) {
+            if (ex.respondWhole) ex.respondWhole(this.status, this.headers, first);
             else {
-              for (let i = 0; i < chunks.length - 1; i++) ex.write(chunks[i]);
-              ex.end(chunks[chunks.length - 1]);
+              ex.respond(this.status, this.headers);
+              ex.end(first);
+            }
+          } else {
+            const pieces = [first, ...rest];
+            // Large pieces go as they are (a copy of all of them would be garbage of the body's size), small ones joined.
+            const body = bytes > CONCAT_LIMIT ? pieces : Buffer.concat(pieces);
+            if (ex.respondWhole) ex.respondWhole(this.status, this.headers, body);
+            else {
+              ex.respond(this.status, this.headers);
+              for (let i = 0; i < pieces.length - 1; i++) ex.write(pieces[i]);
+              ex.end(pieces[pieces.length - 1]);
             }
           }
         }
-        callAll(cbs);
+        if (cb !== null) callAll(cb, moreCbs);
         scope.discardBody();
         return;
       }
@@ -229,15 +248,21 @@ class ExchangeOutput implements ResponseOutput {
       this.streaming = true;
       ex.on('drain', () => emitDrainIfNeeded(res));
     }
-    const last = chunks.length - 1;
-    const done = cbs.length === 0 ? undefined : (err?: Error | null) => callAll(cbs, err);
-    for (let i = 0; i <= last; i++) ex.write(chunks[i], i === last && !ended ? done : undefined);
+    const done = cb === null ? undefined : moreCbs === null ? cb : (err?: Error | null) => callAll(cb, moreCbs, err);
+    if (first !== null) {
+      if (rest === null) ex.write(first, ended ? undefined : done);
+      else {
+        ex.write(first);
+        const last = rest.length - 1;
+        for (let i = 0; i <= last; i++) ex.write(rest[i], i === last && !ended ? done : undefined);
+      }
+    }
     if (ended) {
       this.ended = true;
       ex.end(done);
       scope.discardBody();
     } else {
-      if (last < 0 && done) process.nextTick(done);
+      if (first === null && done) process.nextTick(done);
       if (ex.writableLength < HIGH_WATER_MARK) emitDrainIfNeeded(res);
     }
   }
@@ -254,6 +279,11 @@ class ExchangeOutput implements ResponseOutput {
     if (!ex.destroyed && !ex.writableEnded) ex.end();
     this.scope.discardBody();
   }
+}
+
+function callAll(cb: Callback, more: Callback[] | null, err?: Error | null): void {
+  cb(err);
+  if (more !== null) for (let i = 0; i < more.length; i++) more[i](err);
 }
 
 function flushOutput(out: ExchangeOutput): void {
@@ -315,6 +345,8 @@ export function runNode(scope: RequestScope, listener: NodeListener): void {
   const out = new ExchangeOutput(scope);
   const socket = new ExchangeSocket(head, out);
   const req = incomingMessage(socket, head) as BodyReq;
+  out.socket = socket;
+  out.req = req;
   const raw = httpHeadersFromVars(ex.vars);
   const bodyless = head.contentLength === 0 || ex.readableEnded || (head.contentLength < 0 && (head.method === 'GET' || head.method === 'HEAD'));
   // A body of unknown length (native uploads): body-parser and friends look for a
@@ -335,21 +367,10 @@ export function runNode(scope: RequestScope, listener: NodeListener): void {
   out.res = res;
   routeResponse(res, out);
   res.assignSocket(socket as never);
-  res.once('finish', () => {
-    out.finished();
-    // What node:http does after a response: drop an unread body, then 'close'.
-    // (A body the app never started reading is not read at all: scope.discardBody() stops it.)
-    if (req[kBody] === null && !req.readableEnded && req.readableFlowing !== true) req.resume();
-    process.nextTick(() => {
-      res.emit('close');
-      if (!req.destroyed) req.emit('close');
-    });
-  });
-  scope.onCut = () => {
-    out.detached = true;
-    if (!req.complete && !req.destroyed) req.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
-    socket.destroy();
-  };
+  // Module-level listeners with their state on the output: no closures per request.
+  res.on('finish', onResponseFinish);
+  scope.adapterState = out;
+  scope.onCut = cutNodeExchange;
 
   let result: unknown;
   try {
@@ -361,6 +382,33 @@ export function runNode(scope: RequestScope, listener: NodeListener): void {
   if (result && typeof (result as Promise<unknown>).then === 'function') {
     (result as Promise<unknown>).then(undefined, (err) => nodeAppFailed(scope, out, err));
   }
+}
+
+/** 'finish' on the response (`this`): what node:http does after a response. */
+function onResponseFinish(this: ServerResponse): void {
+  const out = responseOutput(this) as ExchangeOutput;
+  out.finished();
+  const req = out.req;
+  // An unread body is dropped, as node:http dumps it; its end then closes the request
+  // (autoDestroy), once. A body the app never started reading is not read at all
+  // (scope.discardBody() stops it): that request never ends and gets its 'close' below.
+  if (req[kBody] === null && !req.readableEnded && req.readableFlowing !== true) req.resume();
+  process.nextTick(emitCloses, out);
+}
+
+function emitCloses(out: ExchangeOutput): void {
+  out.res.emit('close');
+  const req = out.req;
+  if (!req.complete && !req.destroyed) req.emit('close');
+}
+
+/** scope.onCut (`this` is the scope): the app's output goes nowhere from now on, its request body is aborted. */
+function cutNodeExchange(this: RequestScope): void {
+  const out = this.adapterState as ExchangeOutput;
+  out.detached = true;
+  const req = out.req;
+  if (!req.complete && !req.destroyed) req.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
+  out.socket.destroy();
 }
 
 function nodeAppFailed(scope: RequestScope, out: ExchangeOutput, err: unknown): void {

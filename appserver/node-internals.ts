@@ -96,6 +96,11 @@ export function routeResponse(res: ServerResponse, output: ResponseOutput): void
   r._send = send as Send;
 }
 
+/** The output routeResponse() gave `res`. */
+export function responseOutput(res: ServerResponse): ResponseOutput {
+  return (res as Hooked)[kOutput];
+}
+
 /** Emits 'drain' on `res` if a write() returned false since the last one, as Node's server does. */
 export function emitDrainIfNeeded(res: ServerResponse): void {
   const r = res as unknown as Record<symbol, boolean>;

@@ -91,8 +91,10 @@ export class RequestScope {
   next: RequestScope | null = null;
   /** Set once the app's answer no longer matters (timed out, or the client left). */
   cut = false;
-  /** Called when the app must stop writing (504 sent, client gone); adapters detach their writers. */
-  onCut: (() => void) | null = null;
+  /** Called (with the scope as `this`) when the app must stop writing (504 sent, client gone); adapters detach their writers. */
+  onCut: ((this: RequestScope) => void) | null = null;
+  /** The adapter's per-request state, for an onCut that is a module-level function rather than a closure per request. */
+  adapterState: unknown = null;
 
   constructor(ex: AppExchange, head: RequestHead, limits: ScopeLimits) {
     this.ex = ex;
