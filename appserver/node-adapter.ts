@@ -113,6 +113,24 @@ function emitClose(socket: ExchangeSocket, hadError: boolean): void {
 
 type Callback = (err?: Error | null) => void;
 
+/**
+ * Header names as an app writes them ('Content-Type', 'X-Powered-By') → the lower-case name,
+ * or '' for a hop-by-hop one: an app uses a handful of names, so each response's are looked
+ * up rather than lower-cased again. Bounded: names past the limit are lower-cased each time.
+ */
+const LOWER_NAMES = new Map<string, string>();
+const LOWER_NAMES_LIMIT = 512;
+
+function lowerName(name: string): string {
+  let lower = LOWER_NAMES.get(name);
+  if (lower === undefined) {
+    lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) lower = '';
+    if (LOWER_NAMES.size < LOWER_NAMES_LIMIT) LOWER_NAMES.set(name, lower);
+  }
+  return lower;
+}
+
 /** Reads Node's rendered head ("HTTP/1.1 200 OK\r\nName: value\r\n…\r\n\r\n") into a lower-case header list. */
 function headerList(text: string): Vars {
   const headers: Vars = [];
@@ -121,8 +139,8 @@ function headerList(text: string): Vars {
   while (pos < end) {
     const eol = text.indexOf('\r\n', pos);
     const colon = text.indexOf(':', pos);
-    const name = text.slice(pos, colon).toLowerCase();
-    if (!HOP_BY_HOP.has(name)) headers.push(name, text.slice(text.charCodeAt(colon + 1) === 32 ? colon + 2 : colon + 1, eol));
+    const name = lowerName(text.slice(pos, colon));
+    if (name !== '') headers.push(name, text.slice(text.charCodeAt(colon + 1) === 32 ? colon + 2 : colon + 1, eol));
     pos = eol + 2;
   }
   return headers;
@@ -135,8 +153,12 @@ function hasHeader(headers: Vars, name: string): boolean {
 
 /** The response's way to the exchange: a head, then the body pieces of each tick in one go. */
 class ExchangeOutput implements ResponseOutput {
-  private readonly scope: RequestScope;
+  readonly scope: RequestScope;
   req!: BodyReq;
+  /** The request body is wired to the exchange (or there is none): set by the first read. */
+  bodyAttached = false;
+  /** Request body bytes received so far (the --max-body count for bodies of unknown length). */
+  received = 0;
   res!: ServerResponse;
   private status = 200;
   private headers: Vars | null = null;
@@ -290,43 +312,45 @@ function flushOutput(out: ExchangeOutput): void {
   out.flush();
 }
 
-const kBody = Symbol('gatewire.requestBody');
-type BodyReq = IncomingMessage & { [kBody]: RequestScope | null };
+// The request and its exchange both lead to the request's ExchangeOutput, which holds the
+// body's state: module-level handlers instead of closures per request.
+const kOut = Symbol('gatewire.nodeExchange');
+type BodyReq = IncomingMessage & { [kOut]: ExchangeOutput };
+type BodyExchange = AppExchange & { [kOut]: ExchangeOutput };
 
 /** IncomingMessage._read: the first read attaches the request body; later ones resume the exchange. */
 function readBody(this: BodyReq): void {
-  const scope = this[kBody];
-  if (scope !== null) {
-    this[kBody] = null;
-    attachBody(this, scope);
+  const out = this[kOut];
+  if (!out.bodyAttached) {
+    out.bodyAttached = true;
+    const ex = out.scope.ex as BodyExchange;
+    ex[kOut] = out;
+    ex.on('data', onBodyData);
+    ex.on('end', onBodyEnd);
   } else if (!this.complete) {
-    const ex = (this as unknown as { [kExchange]: AppExchange })[kExchange];
+    const ex = out.scope.ex;
     if (ex.isPaused()) ex.resume();
   }
 }
 
-const kExchange = Symbol('gatewire.exchange');
+/** Request body: exchange (`this`) → IncomingMessage, the exchange paused while the app does not read. */
+function onBodyData(this: BodyExchange, chunk: Buffer): void {
+  const out = this[kOut];
+  const req = out.req;
+  out.received += chunk.length;
+  if (out.received > out.scope.limits.maxBody) {
+    this.removeAllListeners('data');
+    req.destroy(new Error('request body exceeds --max-body'));
+    out.scope.tooLarge();
+    return;
+  }
+  if (!req.push(chunk)) this.pause();
+}
 
-/** Request body: exchange → IncomingMessage, the exchange paused while the app does not read. */
-function attachBody(req: IncomingMessage, scope: RequestScope): void {
-  const ex = scope.ex;
-  (req as unknown as { [kExchange]: AppExchange })[kExchange] = ex;
-  const limit = scope.limits.maxBody;
-  let received = 0;
-  ex.on('data', (chunk: Buffer) => {
-    received += chunk.length;
-    if (received > limit) {
-      ex.removeAllListeners('data');
-      req.destroy(new Error('request body exceeds --max-body'));
-      scope.tooLarge();
-      return;
-    }
-    if (!req.push(chunk)) ex.pause();
-  });
-  ex.once('end', () => {
-    req.complete = true;
-    req.push(null);
-  });
+function onBodyEnd(this: BodyExchange): void {
+  const req = this[kOut].req;
+  req.complete = true;
+  req.push(null);
 }
 
 /** Node's own IncomingMessage for a request head, as node:http builds it (HTTP/1.1; the caller sets the headers). */
@@ -354,13 +378,14 @@ export function runNode(scope: RequestScope, listener: NodeListener): void {
   if (!bodyless && head.contentLength < 0) raw.push('transfer-encoding', 'chunked');
   // Before `complete` is set: Node files the header lines of a complete message as trailers.
   setRawHeaders(req, raw);
+  req[kOut] = out;
   if (bodyless) {
-    req[kBody] = null;
+    out.bodyAttached = true;
     req.complete = true;
     req.push(null);
     // Nothing to read, but the exchange's readable side must still end for it to close.
     ex.resume();
-  } else req[kBody] = scope;
+  }
   req._read = readBody;
 
   const res = new ServerResponse(req);
@@ -392,7 +417,7 @@ function onResponseFinish(this: ServerResponse): void {
   // An unread body is dropped, as node:http dumps it; its end then closes the request
   // (autoDestroy), once. A body the app never started reading is not read at all
   // (scope.discardBody() stops it): that request never ends and gets its 'close' below.
-  if (req[kBody] === null && !req.readableEnded && req.readableFlowing !== true) req.resume();
+  if (out.bodyAttached && !req.readableEnded && req.readableFlowing !== true) req.resume();
   process.nextTick(emitCloses, out);
 }
 
