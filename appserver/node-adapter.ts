@@ -126,9 +126,15 @@ function lowerName(name: string): string {
   if (lower === undefined) {
     lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower)) lower = '';
-    if (LOWER_NAMES.size < LOWER_NAMES_LIMIT) LOWER_NAMES.set(name, lower);
+    // Copies: a slice of the rendered head may be a view of all of it, which the cache would keep alive.
+    if (LOWER_NAMES.size < LOWER_NAMES_LIMIT) LOWER_NAMES.set(ownCopy(name), (lower = ownCopy(lower)));
   }
   return lower;
+}
+
+/** A string of its own (header names are ASCII tokens: latin1 round-trips them). */
+function ownCopy(s: string): string {
+  return Buffer.from(s, 'latin1').toString('latin1');
 }
 
 /** Reads Node's rendered head ("HTTP/1.1 200 OK\r\nName: value\r\n…\r\n\r\n") into a lower-case header list. */
