@@ -351,3 +351,89 @@ test('maxRequestBody: a body over the limit resets the stream with BODY_TOO_LARG
   assert.equal(serverErrors[0].remote, false);
   assert.equal(small.destroyed, false);
 });
+
+test('a streamed 64 KiB chunk is written to the socket at once, not held corked to the end of the poll phase', { timeout: 10_000 }, async (t) => {
+  let serverStream: GatewireStream | null = null;
+  const srv = await startSessionServer(
+    (stream) => {
+      serverStream = stream;
+    },
+    { unix: true },
+  );
+  t.after(() => srv.close());
+  const socket = (await import('node:net')).connect(srv.connectOpts);
+  const client = new GatewireSession(socket, { role: 'client' });
+  t.after(() => client.destroy());
+  await withTimeout(once(client, 'ready'), 5000, 'ready');
+  const stream = client.request(['REQUEST_METHOD', 'POST']);
+  stream.write(Buffer.alloc(10)); // the REQUEST frame and a first DATA leave at the end of this iteration
+  await new Promise((r) => setImmediate(r));
+  stream.write(Buffer.alloc(64 * 1024, 1));
+  // An empty Unix socket takes 64 KiB in one write: it is in the kernel before write() returns, and
+  // only the frame of its last byte (65,536 = 65,535 + 1) waits in the cork.
+  assert.ok(socket.writableLength < 1024, `${socket.writableLength} bytes still queued in user space`);
+  stream.end();
+  await withTimeout(
+    (async () => {
+      while (serverStream === null) await new Promise((r) => setTimeout(r, 5));
+    })(),
+    5000,
+    'server stream',
+  );
+  assert.equal((await readAll(serverStream as unknown as GatewireStream)).length, 10 + 64 * 1024);
+});
+
+test('socket backpressure on uploads: a client streaming to a server that stops reading holds at most a cork of frames', { timeout: 20_000 }, async (t) => {
+  const BIG = 1 << 30;
+  const TOTAL = 64 * 1024 * 1024;
+  const served = { socket: null as import('node:net').Socket | null, stream: null as GatewireStream | null };
+  const srv = await startSessionServer(
+    (stream) => {
+      served.stream = stream;
+    },
+    { initialStreamWindow: BIG, initialConnectionWindow: BIG, onSession: () => {} },
+  );
+  t.after(() => srv.close());
+  const client = await connectClient(srv.connectOpts, { initialStreamWindow: BIG, initialConnectionWindow: BIG });
+  t.after(() => client.destroy());
+  const socket = (client as unknown as { socket: import('node:net').Socket }).socket;
+  const stream = client.request(['REQUEST_METHOD', 'POST']);
+  let written = 0;
+  const chunk = Buffer.alloc(64 * 1024, 0x43);
+  let stopped = false;
+  void (async () => {
+    await new Promise((r) => setImmediate(r));
+    srv.sockets[0].pause(); // the server stops reading: only the kernel buffers and the client's own queue remain
+    while (written < TOTAL && !stopped) {
+      written += chunk.length;
+      if (!stream.write(chunk)) await once(stream, 'drain');
+    }
+    stream.end();
+  })().catch(() => {});
+  let last = -1;
+  await withTimeout(
+    (async () => {
+      while (written !== last) {
+        last = written;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    })(),
+    10_000,
+    'writer parked',
+  );
+  assert.ok(written < TOTAL, 'the writer is held back although the windows would allow everything');
+  // At most one cork's worth (256 KiB) plus the frame that crossed it, plus what the socket's own high water lets through.
+  const bound = 256 * 1024 + 65_535 + 8 + 16 * 1024 + 4096;
+  assert.ok(socket.writableLength <= bound, `client socket buffers ${socket.writableLength} > ${bound}`);
+  srv.sockets[0].resume();
+  await withTimeout(
+    (async () => {
+      while (served.stream === null) await new Promise((r) => setTimeout(r, 5));
+    })(),
+    5000,
+    'server stream',
+  );
+  const got = await withTimeout(readAll(served.stream as unknown as GatewireStream), 15_000, 'upload drained');
+  stopped = true;
+  assert.equal(got.length, written);
+});
