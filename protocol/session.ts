@@ -1129,7 +1129,10 @@ function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 const NO_VARS: Vars = [];
-const STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, highWaterMark: 64 * 1024 };
+// The writable side holds two 64 KiB socket reads before write() says false: at 64 KiB exactly,
+// every 64 KiB chunk of a relayed upload said false (Writable compares length < highWaterMark
+// with the chunk counted), so pipe() paused and resumed the client socket once per read.
+const STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, readableHighWaterMark: 64 * 1024, writableHighWaterMark: 128 * 1024 };
 const BODYLESS_STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, writable: false, highWaterMark: 64 * 1024 };
 
 /**
