@@ -1130,6 +1130,12 @@ function asBuffer(bytes: Uint8Array): Buffer {
 }
 const NO_VARS: Vars = [];
 const STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, highWaterMark: 64 * 1024 };
+// A client's writable side (a request body the proxy relays) holds two 64 KiB socket reads before
+// write() says false: at 64 KiB exactly every 64 KiB read said false (Writable compares
+// length < highWaterMark with the chunk counted), so pipe() paused and resumed the client's socket
+// once per read. A server's streams keep 64 KiB: the appserver's adapters promise their apps
+// 'drain' by that mark.
+const CLIENT_STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, readableHighWaterMark: 64 * 1024, writableHighWaterMark: 128 * 1024 };
 const BODYLESS_STREAM_OPTIONS = { allowHalfOpen: true, decodeStrings: true, writable: false, highWaterMark: 64 * 1024 };
 
 /**
@@ -1172,7 +1178,7 @@ export class GatewireStream extends Duplex {
   constructor(session: GatewireSession, id: number, vars: Vars, bodyless = false) {
     // A stream opened with END_STREAM starts with its writable side finished (as if end() had run):
     // the common GET skips Writable's end/final/finish round of ticks and events.
-    super(bodyless ? BODYLESS_STREAM_OPTIONS : STREAM_OPTIONS);
+    super(bodyless ? BODYLESS_STREAM_OPTIONS : session.role === 'client' ? CLIENT_STREAM_OPTIONS : STREAM_OPTIONS);
     this.session = session;
     this.id = id;
     this.vars = vars;
