@@ -49,7 +49,9 @@
 //   is two views, FrameDecoder never assembles it), in wire order per stream;
 //   a stream's END_STREAM comes after its bytes of that read.
 // - Sockets get setNoDelay(true): frames are batched per event-loop iteration by
-//   cork/uncork (flushed in the check phase, after the read burst).
+//   cork/uncork (flushed in the check phase, after the read burst), except a
+//   streamed chunk of BULK_CHUNK_BYTES or more and a cork past CORK_LIMIT, which
+//   leave at once.
 //
 // Hot spots (measured by the protocol benchmark, not here): onFrame's switch,
 // one 8-byte header allocation per DATA frame (from Buffer's pool), one cork per
