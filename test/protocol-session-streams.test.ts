@@ -438,3 +438,29 @@ test('socket backpressure on uploads: a client streaming to a server that stops 
   stopped = true;
   assert.equal(got.length, written);
 });
+
+test('frames leave in batches of about 2 KiB, not one writev per loop iteration: a burst of requests reaches the server while the burst is still being written', { timeout: 10_000 }, async (t) => {
+  let seen = 0;
+  const srv = await startSessionServer(
+    (stream) => {
+      seen++;
+      stream.respond(204, [], { endStream: true });
+    },
+    { unix: true },
+  );
+  t.after(() => srv.close());
+  const client = await connectClient(srv.connectOpts);
+  t.after(() => client.destroy());
+  const socket = (client as unknown as { socket: import('node:net').Socket }).socket;
+  const path = `/${'x'.repeat(100)}`;
+  const streams: GatewireStream[] = [];
+  let total = 0;
+  for (let i = 0; i < 50; i++) {
+    streams.push(client.request(['REQUEST_METHOD', 'GET', 'PATH_INFO', path], { endStream: true }));
+    total += 8 + 40 + path.length;
+  }
+  // Everything but the last batch went to the (idle, empty) Unix socket while the loop ran.
+  assert.ok(socket.writableLength < 2048 + 512, `${socket.writableLength} of about ${total} bytes still corked`);
+  await withTimeout(Promise.all(streams.map((s) => once(s, 'response'))), 5000, 'responses');
+  assert.equal(seen, 50);
+});
