@@ -6,6 +6,21 @@ import path from 'node:path';
 
 /** A TCP port free on 127.0.0.1 right now (the kernel picks it). */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
+  // The kernel may hand a just-closed port out again: two calls for one config (listen and admin)
+  // once got the same port in CI. A port this process handed out already is never returned twice.
+  for (let i = 0; i < 20; i++) {
+    const port = await probePort(host);
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error('freePort: no port not handed out before in 20 tries');
+}
+
+const handedOut = new Set<number>();
+
+function probePort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);
