@@ -12,11 +12,11 @@ const { streamSym, chindingsSym } = pino.symbols;
 
 /**
  * Bytes buffered before a write; a whole access line is about 250. Each write of the asynchronous
- * destination is a round trip through libuv's thread pool (a thread woken, a write, the loop woken
- * back): on hello at 30k req/s, 8 KiB batches made that ~900 wake-ups a second and cost the proxy
- * more CPU than building the lines (log on against off: +13-20 %). 64 KiB, NGINX's usual
- * `access_log ... buffer=64k`, makes them 8 times rarer; at most this much waits for
- * log.flush_interval, and a graceful stop writes it.
+ * destination is a round trip through libuv's thread pool (a pool thread woken, the write, the
+ * loop woken back, several futex calls and context switches on the way): on hello at 30k req/s,
+ * 8 KiB batches made that ~900 times a second. 64 KiB (as NGINX's `access_log ... buffer=64k`)
+ * makes it 8 times rarer; at most this much waits for log.flush_interval, and a graceful stop
+ * writes it.
  */
 const BUFFER_BYTES = 64 * 1024;
 
