@@ -9,10 +9,9 @@
 // net.Socket), while loopback TCP buffers grow with the traffic (tcp_wmem, up
 // to 4 MiB). Through 208 KiB the appserver's 64 KiB responses and the proxy's
 // uploads stall every few frames, and the two processes wake each other per
-// stall instead of per batch: measured on this project's bench, 64 KiB GETs
-// 1.2-1.3x and 1 MiB POSTs 1.3x faster over TCP, hello level or better
-// (README, Performance). --unix keeps the appserver out of other local users'
-// reach, at that cost.
+// stall instead of per batch (README, "Loopback TCP or a Unix socket", has
+// the counts and figures). --unix keeps the appserver out of other local
+// users' reach, at that cost.
 // With --config FILE, the `apps:` section of a proxy config names the local
 // appserver commands to start before the proxy (the proxy ignores `apps:`).
 //
