@@ -594,6 +594,12 @@ function barCheck(scenarios: Record<string, { rows: Array<{ id: string; median: 
     if (ours === '2') {
       const log = ratio(get(sc, '2', 'proxyCpuUs'), get(sc, '2q', 'proxyCpuUs'));
       if (Number.isFinite(log)) lines.push(`${sc}: access log on ÷ off, proxy CPU/req = ${log.toFixed(3)}× (target ≤ 1.10×: ${verdict(log <= 1.1)})`);
+      // the same stack over a Unix socket, against the same targets (not the default since `gatewire up` moved to TCP)
+      const unix = ratio(get(sc, '2u', 'rps'), get(sc, peer, 'rps'));
+      if (Number.isFinite(unix))
+        lines.push(
+          `${sc}: over a Unix socket (2u) ÷ (${peer}) = ${unix.toFixed(2)}× req/s (target ≥ ${rpsTarget}×: ${verdict(unix >= rpsTarget)}), proxy CPU/req ${ratio(get(sc, '2u', 'proxyCpuUs'), get(sc, peer, 'proxyCpuUs')).toFixed(2)}×`,
+        );
     }
   }
   return lines;

@@ -1,8 +1,9 @@
 // `npm start` = `gatewire up`: with no config it runs an appserver (2 workers,
-// example app, Unix socket in a private runtime dir) behind the proxy, prints
-// the URL, and on Ctrl-C stops everything gracefully: exit 0, no process and
-// no socket file left. With --config, the `apps:` section names the
-// appservers. A child that dies takes the stack down with a non-zero exit.
+// example app, a free loopback port; with --unix a socket in a private runtime
+// dir) behind the proxy, prints the URL, and on Ctrl-C stops everything
+// gracefully: exit 0, no process and no file left. With --config, the `apps:`
+// section names the appservers. A child that dies takes the stack down with a
+// non-zero exit.
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -42,7 +43,7 @@ test('npm start is `gatewire up`', () => {
   assert.equal(pkg.scripts.start, 'node bin/gatewire.js up');
 });
 
-test('embedded default: serves on --port, Ctrl-C exits 0 with no process and no socket left', { timeout: 180_000 }, async (t) => {
+test('embedded default: serves on --port through an appserver on a loopback port, Ctrl-C exits 0 with no process and no file left', { timeout: 180_000 }, async (t) => {
   const { dir, cleanup } = tempDir('gw-up-');
   t.after(cleanup);
   const port = await freePort();
@@ -51,12 +52,14 @@ test('embedded default: serves on --port, Ctrl-C exits 0 with no process and no 
   t.after(() => up.stop(2000));
   await up.waitFor(new RegExp(`gatewire is up: open http://127\\.0\\.0\\.1:${port}/`), UP_TIMEOUT);
 
-  // The runtime dir holds the appserver's socket and the generated proxy config.
+  // The runtime dir holds the generated proxy config, whose one upstream is the appserver's loopback port.
   const runtimeDirs = leftovers(dir);
   assert.equal(runtimeDirs.length, 1, `one runtime dir in ${dir}: ${runtimeDirs}`);
   assert.match(runtimeDirs[0], /^gatewire-/);
-  const sock = path.join(dir, runtimeDirs[0], 'app.sock');
-  assert.ok(statSync(sock).isSocket(), `${sock} is a Unix socket`);
+  assert.deepEqual(readdirSync(path.join(dir, runtimeDirs[0])), ['gatewire.yaml'], 'no socket file: the appserver listens on TCP');
+  const generated = YAML.parse(readFileSync(path.join(dir, runtimeDirs[0], 'gatewire.yaml'), 'utf8'));
+  const upstream: string = generated.upstreams.app.servers[0].address;
+  assert.match(upstream, /^127\.0\.0\.1:\d+$/);
 
   for (let i = 0; i < 20; i++) {
     const r = await getText(`http://127.0.0.1:${port}/`);
@@ -69,7 +72,7 @@ test('embedded default: serves on --port, Ctrl-C exits 0 with no process and no 
   const tree = descendants(up.child.pid!);
   const cmdlines = tree.map(cmdlineOf);
   assert.ok(cmdlines.some((c) => / proxy --config /.test(c)), `a proxy child: ${cmdlines.join(' | ')}`);
-  assert.ok(cmdlines.some((c) => / serve .*--listen unix:.*app\.sock --workers 2/.test(c)), `an appserver child: ${cmdlines.join(' | ')}`);
+  assert.ok(cmdlines.some((c) => c.includes(` serve `) && c.includes(` --listen ${upstream} --workers 2`)), `an appserver child on ${upstream}: ${cmdlines.join(' | ')}`);
   assert.ok(tree.length >= 6, `proxy master + 2 workers + appserver master + 2 workers, got ${tree.length}: ${cmdlines.join(' | ')}`);
   const proxyMaster = tree.find((p) => / proxy --config [^ ]+$/.test(cmdlineOf(p)));
   assert.ok(proxyMaster, `the proxy master: ${cmdlines.join(' | ')}`);
@@ -81,18 +84,23 @@ test('embedded default: serves on --port, Ctrl-C exits 0 with no process and no 
   const code = await withTimeout(up.exited, 60_000, '`gatewire up` did not exit on SIGINT');
   assert.equal(code, 0, up.output().slice(-3000));
   await waitGone(tree, 15_000);
-  assert.ok(!existsSync(sock), 'the socket file is removed');
   assert.deepEqual(leftovers(dir), [], 'the runtime dir is removed');
 });
 
-test('a child dying takes the stack down: the rest stop gracefully, up exits non-zero and says why', { timeout: 180_000 }, async (t) => {
+test('--unix: the appserver on a socket in the runtime dir; a child dying takes the stack down, up exits non-zero and says why', { timeout: 180_000 }, async (t) => {
   const { dir, cleanup } = tempDir('gw-up-');
   t.after(cleanup);
   const port = await freePort();
-  const up = startGatewire(['up', '--port', String(port), '--admin-port', '0'], { env: userEnv(dir) });
+  const up = startGatewire(['up', '--unix', '--port', String(port), '--admin-port', '0'], { env: userEnv(dir) });
   t.after(() => up.stop(2000));
   await up.waitFor(/gatewire is up/, UP_TIMEOUT);
+  const runtimeDirs = leftovers(dir);
+  assert.equal(runtimeDirs.length, 1, `one runtime dir in ${dir}: ${runtimeDirs}`);
+  const sock = path.join(dir, runtimeDirs[0], 'app.sock');
+  assert.ok(statSync(sock).isSocket(), `${sock} is a Unix socket`);
+  assert.equal((await getText(`http://127.0.0.1:${port}/`)).status, 200);
   const tree = descendants(up.child.pid!);
+  assert.ok(tree.map(cmdlineOf).some((c) => / serve .*--listen unix:.*app\.sock --workers 2/.test(c)), 'the appserver listens on the socket');
   const proxyPid = tree.find((p) => / proxy --config /.test(cmdlineOf(p)));
   assert.ok(proxyPid, 'the proxy child');
   process.kill(proxyPid, 'SIGKILL');

@@ -239,14 +239,17 @@ async function chain<B extends { proc: Proc }, F extends { proc: Proc; port: num
   return running(f.port, { proxy: f.proc.child.pid!, app: b.proc.child.pid! }, [f.proc, b.proc]);
 }
 
-/** Rows 2 and 2q: gatewire proxy → gatewire serve over a Unix socket, with or without the access log. */
-function gatewireOverUnixSocket(o: StartOptions, accessLog: boolean): Promise<Running> {
+/**
+ * gatewire proxy → gatewire serve, the appserver on a free loopback port as `gatewire up` runs it
+ * (rows 2, 2q, x2, 2w), or on a Unix socket (2u: what Linux's fixed 208 KiB Unix-socket buffer costs).
+ */
+function gatewireStack(o: StartOptions, opts: { accessLog?: boolean; unix?: boolean; app?: string; proxyWorkers?: number } = {}): Promise<Running> {
   return chain(
     async () => {
-      const sock = `unix:${path.join(o.dir, 'app.sock')}`;
-      return { proc: await startGatewireServe(o, sock), sock };
+      const addr = opts.unix ? `unix:${path.join(o.dir, 'app.sock')}` : `127.0.0.1:${await freePort()}`;
+      return { proc: await startGatewireServe(o, addr, opts.app), addr };
     },
-    (b) => startGatewireProxy(o, 'gatewire', b.sock, accessLog),
+    (b) => startGatewireProxy(o, 'gatewire', b.addr, opts.accessLog ?? true, opts.proxyWorkers),
   );
 }
 
@@ -276,28 +279,21 @@ export const CONFIGURATIONS: Configuration[] = [
   },
   {
     id: '2',
-    label: 'gatewire proxy → gatewire serve (native, Unix socket)',
+    label: 'gatewire proxy → gatewire serve (native, loopback TCP)',
     workers: 'gatewire proxy: 1 process; gatewire serve: master + 1 worker',
-    start: (o) => gatewireOverUnixSocket(o, true),
+    start: (o) => gatewireStack(o),
   },
   {
     id: '2q',
-    label: 'gatewire proxy, access log off → gatewire serve (native, Unix socket)',
+    label: 'gatewire proxy, access log off → gatewire serve (native, loopback TCP)',
     workers: 'gatewire proxy: 1 process; gatewire serve: master + 1 worker',
-    start: (o) => gatewireOverUnixSocket(o, false),
+    start: (o) => gatewireStack(o, { accessLog: false }),
   },
   {
-    id: '2t',
-    label: 'gatewire proxy → gatewire serve (native, TCP)',
+    id: '2u',
+    label: 'gatewire proxy → gatewire serve (native, Unix socket)',
     workers: 'gatewire proxy: 1 process; gatewire serve: master + 1 worker',
-    start: (o) =>
-      chain(
-        async () => {
-          const addr = `127.0.0.1:${await freePort()}`;
-          return { proc: await startGatewireServe(o, addr), addr };
-        },
-        (b) => startGatewireProxy(o, 'gatewire', b.addr),
-      ),
+    start: (o) => gatewireStack(o, { unix: true }),
   },
   {
     id: '3',
@@ -354,17 +350,10 @@ export const CONFIGURATIONS: Configuration[] = [
   },
   {
     id: 'x2',
-    label: 'Express API: gatewire proxy → gatewire serve (native, Unix socket)',
+    label: 'Express API: gatewire proxy → gatewire serve (native, loopback TCP)',
     workers: 'gatewire proxy: 1 process; gatewire serve: master + 1 worker',
     kind: 'express',
-    start: (o) =>
-      chain(
-        async () => {
-          const sock = `unix:${path.join(o.dir, 'app.sock')}`;
-          return { proc: await startGatewireServe(o, sock, 'express-api.ts'), sock };
-        },
-        (b) => startGatewireProxy(o, 'gatewire', b.sock),
-      ),
+    start: (o) => gatewireStack(o, { app: 'express-api.ts' }),
   },
   {
     id: 'x3',
@@ -379,7 +368,6 @@ export const CONFIGURATIONS: Configuration[] = [
   },
 ];
 
-/** `--configs 2,3`: "2" selects 2 and 2t. */
 /**
  * `--workers N`: configuration 2 with the gatewire proxy running N workers (its master counted in
  * the proxy tier), measured next to configuration 2 in the same run. The app tier stays as in (2).
@@ -387,19 +375,13 @@ export const CONFIGURATIONS: Configuration[] = [
 export function proxyWorkersConfiguration(workers: number): Configuration {
   return {
     id: '2w',
-    label: `gatewire proxy --workers ${workers} → gatewire serve (native, Unix socket)`,
+    label: `gatewire proxy --workers ${workers} → gatewire serve (native, loopback TCP)`,
     workers: `gatewire proxy: master + ${workers} workers; gatewire serve: master + 1 worker`,
-    start: (o) =>
-      chain(
-        async () => {
-          const sock = `unix:${path.join(o.dir, 'app.sock')}`;
-          return { proc: await startGatewireServe(o, sock), sock };
-        },
-        (b) => startGatewireProxy(o, 'gatewire', b.sock, true, workers),
-      ),
+    start: (o) => gatewireStack(o, { proxyWorkers: workers }),
   };
 }
 
+/** `--configs 2,3`: "2" selects 2, 2q and 2u. */
 export function selectConfigurations(filter: string | undefined, proxyWorkers?: number): Configuration[] {
   const all = proxyWorkers ? [...CONFIGURATIONS, proxyWorkersConfiguration(proxyWorkers)] : CONFIGURATIONS;
   if (!filter) return all;
