@@ -20,6 +20,7 @@ import { listenerFactory, onClientError } from './listener.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import { processStatus } from './process-status.ts';
 import { registerForwarding, sendShort, sendUpstreamError } from './reply-from-adapter.ts';
+import { requestLoggerFactory } from './request-logger.ts';
 import { climbsAboveRoot } from './request-target.ts';
 import { type CompiledRoute, Generation } from './routes.ts';
 import { EdgeGate } from './edge-gate.ts';
@@ -97,6 +98,7 @@ export class ProxyServer {
     const app = (Fastify as unknown as (o: object) => FastifyInstance)({
       loggerInstance: this.log,
       logController: new (Fastify as unknown as { LogController: new (o: object) => unknown }).LogController({ disableRequestLogging: true }),
+      childLoggerFactory: requestLoggerFactory,
       genReqId: (req: IncomingMessage) => {
         const id = req.headers['x-request-id'];
         return typeof id === 'string' && id.length > 0 && id.length <= 200 ? id : randomUUID();
