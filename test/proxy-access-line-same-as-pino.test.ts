@@ -6,24 +6,43 @@ import assert from 'node:assert/strict';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import pino from 'pino';
 import { createProxyLog, logAccess } from '../proxy/access-log.ts';
 import type { ProxyExchange } from '../proxy/exchange.ts';
+import { captureLines } from './helpers/log-lines.ts';
 
-function capture(): { lines: string[]; stream: Writable } {
-  const lines: string[] = [];
-  const stream = new Writable({
-    write(chunk, _enc, cb) {
-      lines.push(String(chunk));
-      cb();
-    },
-  });
-  return { lines, stream };
+interface AccessCase {
+  method: string;
+  url: string;
+  hostAddress: string;
+  upstreamMs: number;
+  errorCode: string | null;
+  reqId: unknown;
+  status: number;
+  bytes: number;
+  ms: number;
 }
 
-const cases = [
+/** What pino itself writes for the access line's fields (the reference). */
+function pinoAccess(log: pino.Logger, c: AccessCase): void {
+  log.info(
+    {
+      reqId: c.reqId,
+      method: c.method,
+      path: c.url,
+      status: c.status,
+      bytes: c.bytes,
+      upstream: c.hostAddress,
+      upstream_ms: c.upstreamMs < 0 ? null : Math.round(c.upstreamMs * 100) / 100,
+      ms: Math.round(c.ms * 100) / 100,
+      ...(c.errorCode !== null ? { error: c.errorCode } : {}),
+    },
+    'access',
+  );
+}
+
+const cases: AccessCase[] = [
   { method: 'GET', url: '/hello?x=1', hostAddress: 'unix:/run/app.sock', upstreamMs: 1.234567, errorCode: null, reqId: 'abc-123', status: 200, bytes: 180, ms: 2.5 },
   { method: 'POST', url: '/a "quoted" \\ path\u0001\u00e9\u2028', hostAddress: '', upstreamMs: -1, errorCode: 'GW_UPSTREAM_TIMEOUT', reqId: ['a', 'b'], status: 504, bytes: 0, ms: 60000.123 },
   { method: 'HEAD', url: '/', hostAddress: '127.0.0.1:9000', upstreamMs: 0, errorCode: 'GW_CLIENT_ABORTED', reqId: 7, status: 499, bytes: 17, ms: 0 },
@@ -32,8 +51,8 @@ const cases = [
 test('logAccess writes exactly the line pino writes for the same fields (root logger and a child)', () => {
   for (const c of cases) {
     for (const child of [false, true]) {
-      const mine = capture();
-      const theirs = capture();
+      const mine = captureLines();
+      const theirs = captureLines();
       const base = { name: 'gatewire-proxy', pid: 4242 };
       let a = pino({ level: 'info', base }, mine.stream);
       let b = pino({ level: 'info', base }, theirs.stream);
@@ -43,20 +62,7 @@ test('logAccess writes exactly the line pino writes for the same fields (root lo
       }
       const ex = { method: c.method, url: c.url, hostAddress: c.hostAddress, upstreamMs: c.upstreamMs, errorCode: c.errorCode } as unknown as ProxyExchange;
       logAccess(a, ex, c.status, c.reqId, c.bytes, c.ms);
-      b.info(
-        {
-          reqId: c.reqId,
-          method: c.method,
-          path: c.url,
-          status: c.status,
-          bytes: c.bytes,
-          upstream: c.hostAddress,
-          upstream_ms: c.upstreamMs < 0 ? null : Math.round(c.upstreamMs * 100) / 100,
-          ms: Math.round(c.ms * 100) / 100,
-          ...(c.errorCode !== null ? { error: c.errorCode } : {}),
-        },
-        'access',
-      );
+      pinoAccess(b, c);
       assert.equal(mine.lines.length, 1);
       const untimed = (s: string) => s.replace(/"time":\d+/, '"time":0');
       assert.equal(untimed(mine.lines[0]), untimed(theirs.lines[0]));
@@ -66,7 +72,7 @@ test('logAccess writes exactly the line pino writes for the same fields (root lo
 });
 
 test('no access line below the info level', () => {
-  const out = capture();
+  const out = captureLines();
   const log = pino({ level: 'warn' }, out.stream);
   logAccess(log, { method: 'GET', url: '/', hostAddress: '', upstreamMs: -1, errorCode: null } as unknown as ProxyExchange, 200, 'x', 1, 1);
   assert.equal(out.lines.length, 0);
@@ -77,7 +83,7 @@ test('the proxy log writes access lines into its batch byte for byte as pino wou
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const fd = openSync(path.join(dir, 'log'), 'w');
   const { log, flushSync } = createProxyLog('info', 3_600_000, fd);
-  const theirs = capture();
+  const theirs = captureLines();
   const ref = pino({ level: 'info', base: { name: 'gatewire-proxy', pid: process.pid } }, theirs.stream);
   const all = [
     ...cases.filter((c) => typeof c.reqId === 'string'),
@@ -92,20 +98,7 @@ test('the proxy log writes access lines into its batch byte for byte as pino wou
   for (const c of all) {
     const ex = { method: c.method, url: c.url, hostAddress: c.hostAddress, upstreamMs: c.upstreamMs, errorCode: c.errorCode } as unknown as ProxyExchange;
     logAccess(log, ex, c.status, c.reqId, c.bytes, c.ms);
-    ref.info(
-      {
-        reqId: c.reqId,
-        method: c.method,
-        path: c.url,
-        status: c.status,
-        bytes: c.bytes,
-        upstream: c.hostAddress,
-        upstream_ms: c.upstreamMs < 0 ? null : Math.round(c.upstreamMs * 100) / 100,
-        ms: Math.round(c.ms * 100) / 100,
-        ...(c.errorCode !== null ? { error: c.errorCode } : {}),
-      },
-      'access',
-    );
+    pinoAccess(ref, c);
   }
   flushSync();
   closeSync(fd);

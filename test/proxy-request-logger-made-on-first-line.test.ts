@@ -2,24 +2,14 @@
 // for a request that logs nothing, and a line logged through it is the line
 // the child would write, bound to the request id.
 import assert from 'node:assert/strict';
-import { Readable, Writable } from 'node:stream';
+import { Readable } from 'node:stream';
 import test from 'node:test';
 import pino, { type Logger } from 'pino';
 import { parseConfig } from '../proxy/config.ts';
 import { RequestLogger } from '../proxy/request-logger.ts';
 import { ProxyServer } from '../proxy/server.ts';
 import type { Transport, TransportResponse } from '../proxy/transports/transport.ts';
-
-function capture(): { lines: string[]; stream: Writable } {
-  const lines: string[] = [];
-  const stream = new Writable({
-    write(chunk, _enc, cb) {
-      lines.push(String(chunk));
-      cb();
-    },
-  });
-  return { lines, stream };
-}
+import { captureLines } from './helpers/log-lines.ts';
 
 class Answers implements Transport {
   broken = false;
@@ -38,7 +28,7 @@ class Answers implements Transport {
 }
 
 test('no pino child per request that logs nothing; an error line carries the request id', async (t) => {
-  const out = capture();
+  const out = captureLines();
   const logger = pino({ level: 'info', base: { name: 'gatewire-proxy' } }, out.stream);
   let children = 0;
   const child = logger.child.bind(logger);
@@ -67,8 +57,8 @@ test('no pino child per request that logs nothing; an error line carries the req
 });
 
 test('RequestLogger writes what the pino child writes, and nothing below the level', () => {
-  const mine = capture();
-  const theirs = capture();
+  const mine = captureLines();
+  const theirs = captureLines();
   const a = pino({ level: 'info', base: { pid: 1 } }, mine.stream);
   const b = pino({ level: 'info', base: { pid: 1 } }, theirs.stream);
   const lazy = new RequestLogger(a, { reqId: 'r-1' }, {});
