@@ -8,6 +8,7 @@
 import { availableParallelism } from 'node:os';
 import closeWithGrace from 'close-with-grace';
 import { createProxyLog } from './access-log.ts';
+import { startYoungGc } from './young-gc.ts';
 import { ConfigError, loadConfig, type ProxyConfig } from './config.ts';
 import { ProxyServer } from './server.ts';
 import { isSupervisedWorker } from '../supervisor/worker.ts';
@@ -91,6 +92,7 @@ export async function runProxy(argv: string[]): Promise<number> {
   if (workers > 1) return (await import('./master.ts')).runProxyMaster({ configFile: args.config, config, workers, graceMs: args.graceMs });
 
   const { log, flush, flushSync } = createProxyLog(config.log.level, config.log.flush_interval_ms);
+  startYoungGc();
   // Metrics are read on the admin server only: without it, prom-client is not even loaded
   const metrics = config.admin ? new (await import('./metrics.ts')).ProxyMetrics() : null;
   const proxy = new ProxyServer(config, { logger: log, metrics });

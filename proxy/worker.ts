@@ -13,6 +13,7 @@
 // metrics and status.
 import { joinSupervisor, workerId } from '../supervisor/worker.ts';
 import { createProxyLog } from './access-log.ts';
+import { startYoungGc } from './young-gc.ts';
 import type { ProxyConfig } from './config.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { ProxyServer } from './server.ts';
@@ -64,6 +65,7 @@ export async function runProxyWorker(graceMs: number): Promise<number> {
       if (proxy === null) {
         const { log, flush } = createProxyLog(cfg.log.level, cfg.log.flush_interval_ms);
         flushLog = flush;
+        startYoungGc();
         proxy = new ProxyServer(cfg, { logger: log.child({ worker: workerId() }), metrics, resolver });
         for (const upstream of health.keys()) applyHealth(proxy, upstream);
         configured(proxy);
