@@ -17,20 +17,9 @@ import { acceptWebSocket, refuseUpgradeWebSocket, upgradeWebSocketFor } from './
 const BODY_HIGH_WATER_MARK = 64 * 1024;
 /**
  * A response stream's chunks that are there at once are gathered up to this many bytes and sent
- * whole (see sendStream): the same bound as a request body's queue, for the same reason.
+ * whole (see gather): the same bound as a request body's queue, for the same reason.
  */
 const GATHER_LIMIT = BODY_HIGH_WATER_MARK;
-const NOT_YET = Symbol('not yet');
-
-/**
- * Settles with NOT_YET once the microtasks queued so far, and those they queue, have run (a tick
- * runs after the microtask queue is drained): a read that a stream answers from its own promise
- * chain (a pull() that enqueues, the next pull only after the previous one's promise settled) has
- * settled by then; one waiting for I/O or a timer has not.
- */
-function afterMicrotasks(): Promise<typeof NOT_YET> {
-  return new Promise((resolve) => process.nextTick(resolve, NOT_YET));
-}
 const EMPTY = new Uint8Array(0);
 const EMPTY_BUFFER = Buffer.alloc(0);
 
@@ -254,13 +243,109 @@ async function sendResponse(scope: RequestScope, res: Response): Promise<void> {
   else await sendStream(scope, status, headers, body);
 }
 
+type StreamRead = ReadableStreamReadResult<Uint8Array | string>;
+
+/** What a response stream handed over at once (see gather). */
+interface Gathered {
+  chunks: Uint8Array[];
+  length: number;
+  /** The stream ended within the gathering. */
+  done: boolean;
+  /** Otherwise: its read in flight, which the streaming goes on from. */
+  next: Promise<StreamRead> | null;
+}
+
+/** The gathering of one response stream: its reads' callbacks, and the tick that ends it. */
+class Gathering {
+  readonly reader: ReadableStreamDefaultReader<Uint8Array | string>;
+  readonly out: Gathered = { chunks: [], length: 0, done: false, next: null };
+  private settled = false;
+  private inFlight: Promise<StreamRead> | null = null;
+  private readonly resolve: (g: Gathered) => void;
+  private readonly reject: (err: unknown) => void;
+  private readonly onRead = (r: StreamRead) => this.take(r);
+  private readonly onError = (err: unknown) => this.fail(err);
+
+  constructor(reader: ReadableStreamDefaultReader<Uint8Array | string>, resolve: (g: Gathered) => void, reject: (err: unknown) => void) {
+    this.reader = reader;
+    this.resolve = resolve;
+    this.reject = reject;
+  }
+
+  take(r: StreamRead): void {
+    if (this.settled) return; // the tick came first: the streaming reads this result from `next`
+    const out = this.out;
+    if (r.done) {
+      out.done = true;
+      this.finish();
+      return;
+    }
+    let chunk: Uint8Array;
+    try {
+      chunk = asBytes(r.value);
+    } catch (err) {
+      this.fail(err);
+      return;
+    }
+    out.chunks.push(chunk);
+    out.length += chunk.byteLength;
+    const next = this.reader.read();
+    if (out.length > GATHER_LIMIT) {
+      out.next = next;
+      this.finish();
+      return;
+    }
+    this.inFlight = next;
+    next.then(this.onRead, this.onError);
+  }
+
+  /** The tick: the stream has not handed over its next chunk within its own promise chain. */
+  stop(): void {
+    if (this.settled) return;
+    this.out.next = this.inFlight;
+    this.finish();
+  }
+
+  private finish(): void {
+    this.settled = true;
+    this.inFlight = null;
+    this.resolve(this.out);
+  }
+
+  private fail(err: unknown): void {
+    if (this.settled) return; // the streaming meets the error on `next`
+    this.settled = true;
+    this.reject(err);
+  }
+}
+
+function stopGathering(g: Gathering): void {
+  g.stop();
+}
+
 /**
- * A body produced as a stream, written as it comes with backpressure. What the stream hands over at
- * once (each next read settled within the stream's own promise chain: see afterMicrotasks) is
- * gathered first, up to GATHER_LIMIT bytes:
- * a stream that is complete by then (a few chunks enqueued in one go) goes out whole, sized, like
- * bytes would; one still producing (SSE, a slow source) gets its head and what it gave so far now,
- * unsized, and the rest as it comes.
+ * The chunks a stream hands over at once, from its first one on, up to GATHER_LIMIT bytes: each
+ * next read is made as soon as a chunk comes, and the gathering ends with the first read still
+ * pending once the microtasks queued so far, and those they queue, have run (a tick runs after the
+ * microtask queue is drained). A stream answering its reads from its own promise chain (chunks
+ * enqueued in start(), a pull() that enqueues, the next pull only after the previous one's
+ * promise settled) is complete by then; one waiting for I/O or a timer is not. Callbacks and one
+ * tick per response, not a Promise.race and a tick per chunk (those were most of the cost of
+ * reading a small ReadableStream).
+ */
+function gather(reader: ReadableStreamDefaultReader<Uint8Array | string>, first: StreamRead): Promise<Gathered> {
+  return new Promise<Gathered>((resolve, reject) => {
+    const g = new Gathering(reader, resolve, reject);
+    process.nextTick(stopGathering, g);
+    g.take(first);
+  });
+}
+
+/**
+ * A body produced as a stream, written as it comes with backpressure. What the stream hands over
+ * at once is gathered first (see gather): a stream that is complete by then (a few chunks
+ * enqueued in one go) goes out whole, sized, like bytes would; one still producing (SSE, a slow
+ * source) gets its head and what it gave so far now, unsized, and the rest as it comes.
  */
 async function sendStream(scope: RequestScope, status: number, headers: Vars, body: ReadableStream<Uint8Array | string>): Promise<void> {
   const ex = scope.ex;
@@ -269,28 +354,17 @@ async function sendStream(scope: RequestScope, status: number, headers: Vars, bo
     reader.cancel().catch(() => {});
   };
   try {
-    const gathered: Uint8Array[] = [];
-    let length = 0;
     // The first read is waited for however long it takes.
-    let r = await reader.read();
+    const first = await reader.read();
     if (scope.cut) return;
-    let next: Promise<ReadableStreamReadResult<Uint8Array | string>>;
-    for (;;) {
-      if (r.done) {
-        sendWhole(scope, status, headers, gathered.length === 0 ? EMPTY : gathered.length === 1 ? gathered[0] : gathered, length);
-        return;
-      }
-      const chunk = asBytes(r.value);
-      gathered.push(chunk);
-      length += chunk.byteLength;
-      next = reader.read();
-      if (length > GATHER_LIMIT) break;
-      // Settled from the stream's own promise chain, or not yet.
-      const peek = await Promise.race([next, afterMicrotasks()]);
-      if (scope.cut) return;
-      if (peek === NOT_YET) break;
-      r = peek;
+    const g = await gather(reader, first);
+    if (scope.cut) return;
+    const gathered = g.chunks;
+    if (g.done) {
+      sendWhole(scope, status, headers, gathered.length === 0 ? EMPTY : gathered.length === 1 ? gathered[0] : gathered, g.length);
+      return;
     }
+    let next = g.next!;
     scope.headSent();
     ex.respond(status, headers);
     let ok = true;
