@@ -18,6 +18,7 @@
 // needs its own object (`new Request(request, init)`, `fetch(request)`).
 import type { RequestHead } from './exchange.ts';
 import { delegateToMaterialized } from './lazy-delegate.ts';
+import { parseUrlencoded } from './urlencoded.ts';
 
 /** undici's Request, captured before undici-globals.ts replaces the global. */
 const NativeRequest = globalThis.Request;
@@ -153,7 +154,7 @@ export class LightRequest<S extends RequestSource = RequestSource> {
     const type = this.header('content-type');
     if (type === undefined || !URLENCODED.test(type)) return this.materialize().formData();
     const form = new FormData();
-    for (const [k, v] of new URLSearchParams(await this.text())) form.append(k, v);
+    parseUrlencoded(await this.text(), form);
     return form;
   }
 
