@@ -17,7 +17,7 @@ import { acceptWebSocket, refuseUpgradeWebSocket, upgradeWebSocketFor } from './
 const BODY_HIGH_WATER_MARK = 64 * 1024;
 /**
  * A response stream's chunks that are there at once are gathered up to this many bytes and sent
- * whole (see gather): the same bound as a request body's queue, for the same reason.
+ * whole (see StreamResponse): the same bound as a request body's queue, for the same reason.
  */
 const GATHER_LIMIT = BODY_HIGH_WATER_MARK;
 const EMPTY = new Uint8Array(0);
@@ -226,7 +226,7 @@ async function sendParts(scope: RequestScope, parts: ResponseParts): Promise<voi
   else if (body instanceof Blob) {
     const bytes = new Uint8Array(await body.arrayBuffer());
     if (!scope.cut && !scope.ex.destroyed) sendWhole(scope, status, headers, bytes, bytes.byteLength);
-  } else await sendStream(scope, status, headers, body);
+  } else sendStream(scope, status, headers, body);
 }
 
 async function sendResponse(scope: RequestScope, res: Response): Promise<void> {
@@ -240,45 +240,73 @@ async function sendResponse(scope: RequestScope, res: Response): Promise<void> {
   const headers = responseHeaders(res);
   const body = res.body;
   if (body === null || bodyless(scope.head.method, status)) sendHeadOnly(scope, status, headers, body);
-  else await sendStream(scope, status, headers, body);
+  else sendStream(scope, status, headers, body);
 }
 
 type StreamRead = ReadableStreamReadResult<Uint8Array | string>;
+type BodyReader = ReadableStreamDefaultReader<Uint8Array | string>;
 
-/** What a response stream handed over at once (see gather). */
-interface Gathered {
-  chunks: Uint8Array[];
-  length: number;
-  /** The stream ended within the gathering. */
-  done: boolean;
-  /** Otherwise: its read in flight, which the streaming goes on from. */
-  next: Promise<StreamRead> | null;
-}
-
-/** The gathering of one response stream: its reads' callbacks, and the tick that ends it. */
-class Gathering {
-  readonly reader: ReadableStreamDefaultReader<Uint8Array | string>;
-  readonly out: Gathered = { chunks: [], length: 0, done: false, next: null };
+/**
+ * A response body produced as a stream. What the stream hands over at once is gathered first, up
+ * to GATHER_LIMIT bytes: the first read is waited for however long it takes, each next read is
+ * made as soon as a chunk comes, and the gathering ends with the first read still pending once the
+ * microtasks queued so far, and those they queue, have run (a tick runs after the microtask queue
+ * is drained). A stream answering its reads from its own promise chain (chunks enqueued in
+ * start(), a pull() that enqueues, the next pull only after the previous one's promise settled)
+ * is complete by then and goes out whole, sized, like bytes would; one waiting for I/O or a timer
+ * (SSE, a slow source) gets its head and what it gave so far now, unsized, and the rest as it
+ * comes (sendRest). Read callbacks and one tick per response, not a Promise.race and a tick per
+ * chunk, nor an async function for a stream that was complete at once: those were most of what
+ * gatewire added to a small ReadableStream.
+ */
+class StreamResponse {
+  readonly scope: RequestScope;
+  readonly status: number;
+  readonly headers: Vars;
+  readonly reader: BodyReader;
+  readonly chunks: Uint8Array[] = [];
+  length = 0;
+  /** The gathering is over (sent whole, handed to sendRest, or failed): later read callbacks do nothing. */
   private settled = false;
+  /** The gathering's tick was scheduled (with the first chunk). */
+  private ticking = false;
   private inFlight: Promise<StreamRead> | null = null;
-  private readonly resolve: (g: Gathered) => void;
-  private readonly reject: (err: unknown) => void;
   private readonly onRead = (r: StreamRead) => this.take(r);
   private readonly onError = (err: unknown) => this.fail(err);
 
-  constructor(reader: ReadableStreamDefaultReader<Uint8Array | string>, resolve: (g: Gathered) => void, reject: (err: unknown) => void) {
+  constructor(scope: RequestScope, status: number, headers: Vars, reader: BodyReader) {
+    this.scope = scope;
+    this.status = status;
+    this.headers = headers;
     this.reader = reader;
-    this.resolve = resolve;
-    this.reject = reject;
   }
 
-  take(r: StreamRead): void {
-    if (this.settled) return; // the tick came first: the streaming reads this result from `next`
-    const out = this.out;
-    if (r.done) {
-      out.done = true;
-      this.finish();
+  start(): void {
+    this.read();
+  }
+
+  private read(): void {
+    const next = this.reader.read();
+    this.inFlight = next;
+    next.then(this.onRead, this.onError);
+  }
+
+  private take(r: StreamRead): void {
+    if (this.settled) return; // the tick came first: sendRest reads this result itself
+    const scope = this.scope;
+    if (scope.cut) {
+      this.settled = true;
       return;
+    }
+    if (r.done) {
+      this.settled = true;
+      const chunks = this.chunks;
+      sendWhole(scope, this.status, this.headers, chunks.length === 0 ? EMPTY : chunks.length === 1 ? chunks[0] : chunks, this.length);
+      return;
+    }
+    if (!this.ticking) {
+      this.ticking = true;
+      process.nextTick(stopGathering, this);
     }
     let chunk: Uint8Array;
     try {
@@ -287,89 +315,58 @@ class Gathering {
       this.fail(err);
       return;
     }
-    out.chunks.push(chunk);
-    out.length += chunk.byteLength;
-    const next = this.reader.read();
-    if (out.length > GATHER_LIMIT) {
-      out.next = next;
-      this.finish();
+    this.chunks.push(chunk);
+    this.length += chunk.byteLength;
+    if (this.length > GATHER_LIMIT) {
+      this.settled = true;
+      sendRest(this, this.reader.read());
       return;
     }
-    this.inFlight = next;
-    next.then(this.onRead, this.onError);
+    this.read();
   }
 
-  /** The tick: the stream has not handed over its next chunk within its own promise chain. */
+  /** The tick: the stream did not hand over its next chunk within its own promise chain. */
   stop(): void {
     if (this.settled) return;
-    this.out.next = this.inFlight;
-    this.finish();
-  }
-
-  private finish(): void {
     this.settled = true;
-    this.inFlight = null;
-    this.resolve(this.out);
+    if (this.scope.cut) return;
+    sendRest(this, this.inFlight!);
   }
 
   private fail(err: unknown): void {
-    if (this.settled) return; // the streaming meets the error on `next`
+    if (this.settled) return; // sendRest meets the error on its read
     this.settled = true;
-    this.reject(err);
+    streamFailed(this.scope, err);
   }
 }
 
-function stopGathering(g: Gathering): void {
-  g.stop();
+function stopGathering(s: StreamResponse): void {
+  s.stop();
 }
 
-/**
- * The chunks a stream hands over at once, from its first one on, up to GATHER_LIMIT bytes: each
- * next read is made as soon as a chunk comes, and the gathering ends with the first read still
- * pending once the microtasks queued so far, and those they queue, have run (a tick runs after the
- * microtask queue is drained). A stream answering its reads from its own promise chain (chunks
- * enqueued in start(), a pull() that enqueues, the next pull only after the previous one's
- * promise settled) is complete by then; one waiting for I/O or a timer is not. Callbacks and one
- * tick per response, not a Promise.race and a tick per chunk (those were most of the cost of
- * reading a small ReadableStream).
- */
-function gather(reader: ReadableStreamDefaultReader<Uint8Array | string>, first: StreamRead): Promise<Gathered> {
-  return new Promise<Gathered>((resolve, reject) => {
-    const g = new Gathering(reader, resolve, reject);
-    process.nextTick(stopGathering, g);
-    g.take(first);
-  });
+/** scope.onCut (`this` is the scope) while a response stream is read: stop reading it. */
+function cancelResponseStream(this: RequestScope): void {
+  (this.adapterState as BodyReader).cancel().catch(() => {});
 }
 
-/**
- * A body produced as a stream, written as it comes with backpressure. What the stream hands over
- * at once is gathered first (see gather): a stream that is complete by then (a few chunks
- * enqueued in one go) goes out whole, sized, like bytes would; one still producing (SSE, a slow
- * source) gets its head and what it gave so far now, unsized, and the rest as it comes.
- */
-async function sendStream(scope: RequestScope, status: number, headers: Vars, body: ReadableStream<Uint8Array | string>): Promise<void> {
-  const ex = scope.ex;
+function sendStream(scope: RequestScope, status: number, headers: Vars, body: ReadableStream<Uint8Array | string>): void {
   const reader = body.getReader();
-  scope.onCut = () => {
-    reader.cancel().catch(() => {});
-  };
+  scope.adapterState = reader;
+  scope.onCut = cancelResponseStream;
+  new StreamResponse(scope, status, headers, reader).start();
+}
+
+/** The head and what was gathered now, unsized; then the rest of the stream as it comes, with backpressure. */
+async function sendRest(s: StreamResponse, pending: Promise<StreamRead>): Promise<void> {
+  const { scope, reader } = s;
+  const ex = scope.ex;
   try {
-    // The first read is waited for however long it takes.
-    const first = await reader.read();
-    if (scope.cut) return;
-    const g = await gather(reader, first);
-    if (scope.cut) return;
-    const gathered = g.chunks;
-    if (g.done) {
-      sendWhole(scope, status, headers, gathered.length === 0 ? EMPTY : gathered.length === 1 ? gathered[0] : gathered, g.length);
-      return;
-    }
-    let next = g.next!;
+    let next = pending;
     scope.headSent();
-    ex.respond(status, headers);
+    ex.respond(s.status, s.headers);
     let ok = true;
-    for (const chunk of gathered) ok = ex.write(chunk);
-    gathered.length = 0;
+    for (const chunk of s.chunks) ok = ex.write(chunk);
+    s.chunks.length = 0;
     for (;;) {
       if (!ok) await drained(ex);
       if (scope.cut || ex.destroyed) return;
@@ -383,11 +380,16 @@ async function sendStream(scope: RequestScope, status: number, headers: Vars, bo
     ex.end();
     scope.discardBody();
   } catch (err) {
-    if (scope.cut) return;
-    scope.limits.log.error({ err, method: scope.head.method, url: scope.head.target }, 'app response body failed');
-    if (!ex.headersSent) scope.appFailed(err);
-    else ex.reset(ErrorCode.INTERNAL_ERROR);
+    streamFailed(scope, err);
   }
+}
+
+function streamFailed(scope: RequestScope, err: unknown): void {
+  if (scope.cut) return;
+  const ex = scope.ex;
+  scope.limits.log.error({ err, method: scope.head.method, url: scope.head.target }, 'app response body failed');
+  if (!ex.headersSent) scope.appFailed(err);
+  else ex.reset(ErrorCode.INTERNAL_ERROR);
 }
 
 function isResponse(value: unknown): value is Response {
