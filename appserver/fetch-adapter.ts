@@ -80,7 +80,7 @@ function requestBytes(scope: RequestScope): Promise<Buffer> {
   const limit = scope.limits.maxBody;
   const known = scope.head.contentLength;
   return new Promise<Buffer>((resolve, reject) => {
-    let out: Buffer = known > 0 ? Buffer.allocUnsafe(Math.min(known, limit)) : EMPTY_BUFFER;
+    let out: Buffer = known > 0 ? bodyBuffer(Math.min(known, limit)) : EMPTY_BUFFER;
     let received = 0;
     let settled = false;
     const take = (chunk: Buffer, start: number, end: number) => {
@@ -94,7 +94,7 @@ function requestBytes(scope: RequestScope): Promise<Buffer> {
       }
       if (total > out.length) {
         // Unknown length (or more than announced): double, as far as the limit allows.
-        const grown = Buffer.allocUnsafe(Math.min(limit, Math.max(total, 2 * out.length, 16 * 1024)));
+        const grown = bodyBuffer(Math.min(limit, Math.max(total, 2 * out.length, 16 * 1024)));
         out.copy(grown, 0, 0, received);
         out = grown;
       }
@@ -122,7 +122,33 @@ function requestBytes(scope: RequestScope): Promise<Buffer> {
   });
 }
 
-const BODY_SOURCE = { stream: requestBody, whole: requestBytes };
+/**
+ * Bodies at least this large that requestBytes allocated: text() (and json(), formData()) frees
+ * them as soon as they are decoded. Until a collection finds them, a large body's buffer counts as
+ * V8 external memory, and external memory is what makes V8 run full collections (one per a few
+ * 1 MiB bodies): freed at once, it never adds up.
+ */
+const FREE_DECODED_MIN = 64 * 1024;
+const ownBodies = new WeakSet<ArrayBuffer>();
+const canDetach = typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === 'function';
+
+/** BodySource.decoded: a body buffer of requestBytes' own, large, is detached (its memory freed now). */
+export function freeDecoded(body: Buffer): void {
+  const ab = body.buffer as ArrayBuffer;
+  if (!canDetach || !ownBodies.has(ab)) return;
+  ownBodies.delete(ab);
+  (ab as ArrayBuffer & { transfer(n: number): ArrayBuffer }).transfer(0);
+}
+
+/** A buffer for `size` body bytes; a large one is a whole ArrayBuffer of its own (never a slice of Node's pool), remembered as freeable. */
+export function bodyBuffer(size: number): Buffer {
+  if (size < FREE_DECODED_MIN) return Buffer.allocUnsafe(size);
+  const buf = Buffer.allocUnsafeSlow(size);
+  ownBodies.add(buf.buffer as ArrayBuffer);
+  return buf;
+}
+
+const BODY_SOURCE = { stream: requestBody, whole: requestBytes, decoded: freeDecoded };
 
 function toRequest(scope: RequestScope): Request | null {
   const { head, ex } = scope;
