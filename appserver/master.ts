@@ -4,7 +4,7 @@
 // it reports its interface), the worker code or pino: a supervisor's memory
 // is what a bare Node costs plus a few MB.
 import { appWorkerNodeFlags } from '../cli/node-flags.ts';
-import { parseListenAddress } from '../supervisor/listen.ts';
+import { parseListenAddress, writeBoundFile } from '../supervisor/listen.ts';
 import { createMasterLog } from '../supervisor/log.ts';
 import { Supervisor } from '../supervisor/supervisor.ts';
 import type { ServeOptions } from './options.ts';
@@ -70,6 +70,7 @@ export async function runMaster(opts: ServeOptions, argv: string[]): Promise<num
     stats?.close();
     process.exit(0);
   });
+  if (opts.boundFile !== null) writeBoundFile(opts.boundFile, sup.bound);
   const n = opts.workers;
   writeSync(1, `gatewire serve: listening on ${sup.bound.join(', ')} (${n} worker${n === 1 ? '' : 's'}, ${sup.info} app ${opts.app})\n`);
   return -1;

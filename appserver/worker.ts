@@ -2,7 +2,7 @@
 // and the in-process mode (--workers 0: this process binds and serves).
 import type { Server } from 'node:net';
 import { AppLoadError, type LoadedApp, loadApp } from './app.ts';
-import { applySocketMode, describeBound, listenServer, parseListenAddress, removeSocketFile } from '../supervisor/listen.ts';
+import { applySocketMode, describeBound, listenServer, parseListenAddress, removeSocketFile, writeBoundFile } from '../supervisor/listen.ts';
 import { createLogger, type Logger } from './log.ts';
 import type { ServeOptions } from './options.ts';
 import { AppServer } from './server.ts';
@@ -129,6 +129,7 @@ export async function runInProcess(opts: ServeOptions): Promise<number> {
   process.on('SIGTERM', () => stop('SIGTERM', opts.drainDelay));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => log.warn('SIGHUP: a rolling reload needs workers (--workers N >= 1); ignored'));
+  if (opts.boundFile !== null) writeBoundFile(opts.boundFile, bound);
   process.stdout.write(`gatewire serve: listening on ${bound.join(', ')} (in-process, ${app.kind} app ${opts.app})\n`);
   return -1;
 }
