@@ -40,6 +40,13 @@ export function writeBoundFile(path: string, bound: string[]): void {
   renameSync(tmp, path);
 }
 
+/** Removed before binding and after stopping: a reader never takes a previous run's port for this one's. */
+export function removeBoundFile(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {}
+}
+
 /**
  * A socket file left by a server that died without cleaning up is removed; a
  * file some live server still accepts on is not (that is an "address in

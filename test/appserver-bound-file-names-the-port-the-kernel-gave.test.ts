@@ -4,7 +4,7 @@
 // for it (`gatewire up` starts its appserver this way). The address in the
 // file is the one that answers, and the same the "listening on" line names.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { requestVars, startServe, uwsgiRequest } from './helpers/appserver-clients.ts';
 import { tempDir } from './helpers/net.ts';
@@ -14,9 +14,11 @@ describe('--bound-file', { timeout: 60_000 }, () => {
     test(`--workers ${workers}: port 0 is reported as the bound port, which serves`, async (t) => {
       const { dir, cleanup } = tempDir('gw-bound-');
       const file = `${dir}/app.bound`;
+      writeFileSync(file, '127.0.0.1:1\n'); // an earlier run's
       const app = await startServe(['examples/hello.ts', '--listen', '127.0.0.1:0', '--workers', workers, '--bound-file', file]);
+      let stopped = false;
       t.after(async () => {
-        await app.stop(10_000);
+        if (!stopped) await app.stop(10_000);
         cleanup();
       });
       assert.ok(existsSync(file), 'the bound file exists once the server says it listens');
@@ -30,6 +32,9 @@ describe('--bound-file', { timeout: 60_000 }, () => {
       assert.equal(existsSync(`${file}.${process.pid}.tmp`), false);
       const r = await uwsgiRequest(addr, requestVars('GET', '/'), undefined, { timeoutMs: 10_000 });
       assert.equal(r.status, 200);
+      await app.stop(10_000);
+      stopped = true;
+      assert.equal(existsSync(file), false, 'removed on a graceful stop');
     });
   }
 
