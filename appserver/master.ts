@@ -4,7 +4,7 @@
 // it reports its interface), the worker code or pino: a supervisor's memory
 // is what a bare Node costs plus a few MB.
 import { appWorkerNodeFlags } from '../cli/node-flags.ts';
-import { parseListenAddress } from '../supervisor/listen.ts';
+import { parseListenAddress, removeBoundFile, writeBoundFile } from '../supervisor/listen.ts';
 import { createMasterLog } from '../supervisor/log.ts';
 import { Supervisor } from '../supervisor/supervisor.ts';
 import type { ServeOptions } from './options.ts';
@@ -15,6 +15,7 @@ const { writeSync } = process.getBuiltinModule('node:fs');
 
 export async function runMaster(opts: ServeOptions, argv: string[]): Promise<number> {
   const log = createMasterLog(opts.logLevel, { role: 'master' });
+  if (opts.boundFile !== null) removeBoundFile(opts.boundFile);
   const sup = new Supervisor({
     name: 'gatewire serve',
     workerArgs: ['serve', ...argv],
@@ -68,8 +69,10 @@ export async function runMaster(opts: ServeOptions, argv: string[]): Promise<num
   }
   sup.handleSignals(() => {
     stats?.close();
+    if (opts.boundFile !== null) removeBoundFile(opts.boundFile);
     process.exit(0);
   });
+  if (opts.boundFile !== null) writeBoundFile(opts.boundFile, sup.bound);
   const n = opts.workers;
   writeSync(1, `gatewire serve: listening on ${sup.bound.join(', ')} (${n} worker${n === 1 ? '' : 's'}, ${sup.info} app ${opts.app})\n`);
   return -1;

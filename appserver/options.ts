@@ -35,6 +35,8 @@ export interface ServeOptions {
   /** Native streams accepted per connection. */
   maxStreams: number;
   logLevel: string;
+  /** Where to write the bound addresses once listening (a supervisor that asked for port 0 reads the real one), or null. */
+  boundFile: string | null;
 }
 
 export const SERVE_USAGE = `usage: gatewire serve APP_MODULE [options]
@@ -62,6 +64,9 @@ options (environment variable in brackets):
   --interface fetch|node  app interface (default: detected from the export) [GATEWIRE_INTERFACE]
   --max-streams N         native streams per connection                 [GATEWIRE_MAX_STREAMS] default ${DEFAULT_MAX_CONCURRENT_STREAMS}
   --log-level LEVEL       pino level                                    [GATEWIRE_LOG_LEVEL] default info
+  --bound-file PATH       once listening, write the bound addresses to PATH, one per line, with
+                          the real port where 0 was asked (for a supervisor that starts the
+                          appserver on port 0, as \`gatewire up\` does)  [GATEWIRE_BOUND_FILE]
 
 signals (master): SIGHUP rolling reload of every worker, SIGTERM graceful stop (after
 --drain-delay), SIGINT graceful stop; a second SIGTERM/SIGINT kills the workers.`;
@@ -129,6 +134,7 @@ export function parseServeOptions(argv: string[], env: NodeJS.ProcessEnv = proce
     interface: iface,
     maxStreams: Math.floor(parseNumber(pick(v['max-streams'], 'GATEWIRE_MAX_STREAMS') ?? String(DEFAULT_MAX_CONCURRENT_STREAMS), '--max-streams', 1)),
     logLevel: pick(v['log-level'], 'GATEWIRE_LOG_LEVEL') ?? 'info',
+    boundFile: pick(v['bound-file'], 'GATEWIRE_BOUND_FILE') ?? null,
   };
 }
 
@@ -152,6 +158,7 @@ function parse(argv: string[]) {
       interface: { type: 'string' },
       'max-streams': { type: 'string' },
       'log-level': { type: 'string' },
+      'bound-file': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });

@@ -2,7 +2,7 @@
 // and the in-process mode (--workers 0: this process binds and serves).
 import type { Server } from 'node:net';
 import { AppLoadError, type LoadedApp, loadApp } from './app.ts';
-import { applySocketMode, describeBound, listenServer, parseListenAddress, removeSocketFile } from '../supervisor/listen.ts';
+import { applySocketMode, describeBound, listenServer, parseListenAddress, removeBoundFile, removeSocketFile, writeBoundFile } from '../supervisor/listen.ts';
 import { createLogger, type Logger } from './log.ts';
 import type { ServeOptions } from './options.ts';
 import { AppServer } from './server.ts';
@@ -71,6 +71,7 @@ export async function runInProcess(opts: ServeOptions): Promise<number> {
     return 1;
   }
   const server = new AppServer(app, opts, log);
+  if (opts.boundFile !== null) removeBoundFile(opts.boundFile);
   const addrs = opts.listen.map(parseListenAddress);
   const bound: string[] = [];
   const listeners: Server[] = [];
@@ -124,11 +125,13 @@ export async function runInProcess(opts: ServeOptions): Promise<number> {
     await server.stop(opts.gracefulTimeout * 1000);
     stats?.close();
     for (const a of owned) removeSocketFile(a);
+    if (opts.boundFile !== null) removeBoundFile(opts.boundFile);
     process.exit(0);
   };
   process.on('SIGTERM', () => stop('SIGTERM', opts.drainDelay));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => log.warn('SIGHUP: a rolling reload needs workers (--workers N >= 1); ignored'));
+  if (opts.boundFile !== null) writeBoundFile(opts.boundFile, bound);
   process.stdout.write(`gatewire serve: listening on ${bound.join(', ')} (in-process, ${app.kind} app ${opts.app})\n`);
   return -1;
 }

@@ -1,6 +1,6 @@
 // `gatewire up`: the whole stack as one process tree, like `foreman start` for
 // a Procfile. The embedded default (no config) is the quick start: one
-// appserver with 2 workers serving the example app on a free loopback TCP port
+// appserver with 2 workers serving the example app on a loopback TCP port (port 0, reported back through --bound-file)
 // (or, with --unix, a Unix socket in a private runtime directory), and the
 // proxy on 127.0.0.1:8080 in front of it.
 //
@@ -43,7 +43,7 @@ Runs the proxy and its local appserver(s) as one process tree; Ctrl-C stops them
   --proxy-workers N   proxy worker processes of the embedded default, or auto (one per core); default 1
                       (with --config: workers: in the file)
   --unix              the embedded default's appserver listens on a Unix socket in a private runtime
-                      directory instead of a free 127.0.0.1 port: unreachable by other local users,
+                      directory instead of a 127.0.0.1 port: unreachable by other local users,
                       slower for large bodies (Linux gives Unix sockets a fixed 208 KiB buffer)`;
 
 /** How long a child gets to become ready, and to exit after SIGTERM, before `up` gives up on it. */
@@ -58,8 +58,12 @@ interface ChildSpec {
   kind: 'appserver' | 'proxy';
   args: string[];
   env: NodeJS.ProcessEnv;
-  /** "host:port" or "unix:/path" that accepts connections once the child is ready. */
+  /** "host:port" or "unix:/path" that accepts connections once the child is ready ('' until boundFile names it). */
   ready: string;
+  /** The child's --bound-file: it listens on port 0 and `ready` is the first address it writes there. */
+  boundFile?: string;
+  /** Runs just before the child starts (the embedded default writes the proxy's config once the appserver's port is known). */
+  beforeStart?: () => void;
 }
 
 interface Running {
@@ -94,19 +98,13 @@ export function probeAddress(listen: string): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-/**
- * A 127.0.0.1 port nobody listens on now, for the embedded default's appserver. Another program
- * could take it before the appserver binds: the appserver then fails to start and `up` says so.
- */
-function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', (err) => reject(new UpError(`cannot find a free loopback port for the appserver: ${err.message}`)));
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
+/** The first address a child wrote to its --bound-file, or '' while there is none yet. */
+function readBoundAddress(file: string): string {
+  try {
+    return probeAddress(readFileSync(file, 'utf8').split('\n')[0]);
+  } catch {
+    return '';
+  }
 }
 
 function connectOnce(address: string): Promise<boolean> {
@@ -214,6 +212,13 @@ class Supervisor {
 
   async waitReady(r: Running): Promise<void> {
     const deadline = Date.now() + READY_TIMEOUT_MS;
+    const boundFile = r.spec.boundFile;
+    while (boundFile !== undefined && r.spec.ready === '' && !r.done) {
+      r.spec.ready = readBoundAddress(boundFile);
+      if (r.spec.ready !== '') break;
+      if (Date.now() > deadline) throw new UpError(`${r.spec.name} did not report its address in ${boundFile} within ${READY_TIMEOUT_MS / 1000} s`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
     while (!r.done) {
       if (await connectOnce(r.spec.ready)) return;
       if (Date.now() > deadline) throw new UpError(`${r.spec.name} did not accept connections on ${r.spec.ready} within ${READY_TIMEOUT_MS / 1000} s`);
@@ -281,23 +286,32 @@ async function planDefault(values: Record<string, string | boolean | undefined>)
   if (!existsSync(app)) throw new UpError(`--app ${app}: no such file`);
   const runtimeDir = mkdtempSync(path.join(process.env.XDG_RUNTIME_DIR && existsSync(process.env.XDG_RUNTIME_DIR) ? process.env.XDG_RUNTIME_DIR : os.tmpdir(), 'gatewire-'));
   const cleanup = () => rmSync(runtimeDir, { recursive: true, force: true });
-  const upstream = values.unix === true ? `unix:${path.join(runtimeDir, 'app.sock')}` : `127.0.0.1:${await freeLoopbackPort().catch((err) => {
-    cleanup();
-    throw err;
-  })}`;
+  // On TCP the appserver binds port 0 and reports the port the kernel gave it (--bound-file):
+  // a port picked here and bound later could be taken by another program in between.
+  const unix = values.unix === true;
+  const appListen = unix ? `unix:${path.join(runtimeDir, 'app.sock')}` : '127.0.0.1:0';
+  const boundFile = unix ? undefined : path.join(runtimeDir, 'app.bound');
+  const appserver: ChildSpec = {
+    name: 'appserver "app"',
+    kind: 'appserver',
+    args: [...appserverArgs({ name: 'app', app, listen: [appListen], workers, env: {}, args: [] }), ...(boundFile === undefined ? [] : ['--bound-file', boundFile])],
+    env: childEnv(),
+    ready: unix ? appListen : '',
+    boundFile,
+  };
   const configFile = path.join(runtimeDir, 'gatewire.yaml');
-  writeFileSync(configFile, defaultProxyConfig({ host, port, adminPort, upstream, workers: proxyWorkers }));
   const listen = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
   return {
     children: [
+      appserver,
       {
-        name: 'appserver "app"',
-        kind: 'appserver',
-        args: appserverArgs({ name: 'app', app, listen: [upstream], workers, env: {}, args: [] }),
+        name: 'proxy',
+        kind: 'proxy',
+        args: ['proxy', '--config', configFile],
         env: childEnv(),
-        ready: upstream,
+        ready: probeAddress(listen),
+        beforeStart: () => writeFileSync(configFile, defaultProxyConfig({ host, port, adminPort, upstream: appserver.ready, workers: proxyWorkers })),
       },
-      { name: 'proxy', kind: 'proxy', args: ['proxy', '--config', configFile], env: childEnv(), ready: probeAddress(listen) },
     ],
     url: `http://${probeAddress(listen)}/`,
     cleanup,
@@ -430,8 +444,9 @@ export async function runUp(argv: string[]): Promise<number> {
       try {
         for (const spec of plan.children) {
           if (signalled) return { kind: 'signal' };
+          spec.beforeStart?.();
           // Readiness is "accepts connections": make sure it is not another program that accepts them.
-          if (await connectOnce(spec.ready)) throw new UpError(`${spec.name} cannot listen on ${spec.ready}: another program already accepts connections there`);
+          if (spec.ready !== '' && (await connectOnce(spec.ready))) throw new UpError(`${spec.name} cannot listen on ${spec.ready}: another program already accepts connections there`);
           const r = sup.start(spec);
           await sup.waitReady(r);
         }

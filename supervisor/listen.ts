@@ -9,7 +9,7 @@
 // worker_threads…; node:fs's, fs/promises and readline): ~2 MiB for nothing.
 import type { Server } from 'node:net';
 
-const { chmodSync, lstatSync, unlinkSync } = process.getBuiltinModule('node:fs');
+const { chmodSync, lstatSync, renameSync, unlinkSync, writeFileSync } = process.getBuiltinModule('node:fs');
 const net = process.getBuiltinModule('node:net');
 const { getSystemErrorName } = process.getBuiltinModule('node:util');
 
@@ -27,6 +27,24 @@ export function describeBound(addr: ListenAddress, port?: number): string {
   if (addr.kind === 'unix') return addr.text;
   const host = addr.host.includes(':') ? `[${addr.host}]` : addr.host;
   return `${host}:${port ?? addr.port}`;
+}
+
+/**
+ * --bound-file: the addresses a server bound, one per line, for the process that started it on
+ * port 0 (`gatewire up`), which would otherwise have to pick a free port itself and race other
+ * programs for it. Written beside and renamed into place, so a reader never sees half of it.
+ */
+export function writeBoundFile(path: string, bound: string[]): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${bound.join('\n')}\n`);
+  renameSync(tmp, path);
+}
+
+/** Removed before binding and after stopping: a reader never takes a previous run's port for this one's. */
+export function removeBoundFile(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {}
 }
 
 /**

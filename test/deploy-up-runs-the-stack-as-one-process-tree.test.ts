@@ -1,5 +1,5 @@
 // `npm start` = `gatewire up`: with no config it runs an appserver (2 workers,
-// example app, a free loopback port; with --unix a socket in a private runtime
+// example app, a loopback port it binds as port 0 and reports; with --unix a socket in a private runtime
 // dir) behind the proxy, prints the URL, and on Ctrl-C stops everything
 // gracefully: exit 0, no process and no file left. With --config, the `apps:`
 // section names the appservers. A child that dies takes the stack down with a
@@ -56,10 +56,12 @@ test('embedded default: serves on --port through an appserver on a loopback port
   const runtimeDirs = leftovers(dir);
   assert.equal(runtimeDirs.length, 1, `one runtime dir in ${dir}: ${runtimeDirs}`);
   assert.match(runtimeDirs[0], /^gatewire-/);
-  assert.deepEqual(readdirSync(path.join(dir, runtimeDirs[0])), ['gatewire.yaml'], 'no socket file: the appserver listens on TCP');
+  assert.deepEqual(readdirSync(path.join(dir, runtimeDirs[0])).sort(), ['app.bound', 'gatewire.yaml'], 'no socket file: the appserver listens on TCP');
   const generated = YAML.parse(readFileSync(path.join(dir, runtimeDirs[0], 'gatewire.yaml'), 'utf8'));
   const upstream: string = generated.upstreams.app.servers[0].address;
-  assert.match(upstream, /^127\.0\.0\.1:\d+$/);
+  assert.match(upstream, /^127\.0\.0\.1:[1-9]\d*$/);
+  // the appserver was started on port 0 and the config names the port the kernel gave it
+  assert.equal(readFileSync(path.join(dir, runtimeDirs[0], 'app.bound'), 'utf8'), `${upstream}\n`);
 
   for (let i = 0; i < 20; i++) {
     const r = await getText(`http://127.0.0.1:${port}/`);
@@ -72,7 +74,7 @@ test('embedded default: serves on --port through an appserver on a loopback port
   const tree = descendants(up.child.pid!);
   const cmdlines = tree.map(cmdlineOf);
   assert.ok(cmdlines.some((c) => / proxy --config /.test(c)), `a proxy child: ${cmdlines.join(' | ')}`);
-  assert.ok(cmdlines.some((c) => c.includes(` serve `) && c.includes(` --listen ${upstream} --workers 2`)), `an appserver child on ${upstream}: ${cmdlines.join(' | ')}`);
+  assert.ok(cmdlines.some((c) => c.includes(` serve `) && c.includes(' --listen 127.0.0.1:0 --workers 2 --bound-file ')), `an appserver child on port 0: ${cmdlines.join(' | ')}`);
   assert.ok(tree.length >= 6, `proxy master + 2 workers + appserver master + 2 workers, got ${tree.length}: ${cmdlines.join(' | ')}`);
   const proxyMaster = tree.find((p) => / proxy --config [^ ]+$/.test(cmdlineOf(p)));
   assert.ok(proxyMaster, `the proxy master: ${cmdlines.join(' | ')}`);
