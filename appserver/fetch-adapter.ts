@@ -125,8 +125,8 @@ function requestBytes(scope: RequestScope): Promise<Buffer> {
 /**
  * Bodies at least this large that requestBytes allocated: text() (and json(), formData()) frees
  * them as soon as they are decoded. Until a collection finds them, a large body's buffer counts as
- * V8 external memory, and external memory is what makes V8 run full collections (one per a few
- * 1 MiB bodies): freed at once, it never adds up.
+ * V8 external memory, and external memory is what makes V8 run full collections on a load of
+ * large bodies: freed at once, it never adds up.
  */
 const FREE_DECODED_MIN = 64 * 1024;
 const ownBodies = new WeakSet<ArrayBuffer>();
