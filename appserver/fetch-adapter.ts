@@ -124,9 +124,10 @@ function requestBytes(scope: RequestScope): Promise<Buffer> {
 
 /**
  * Bodies at least this large that requestBytes allocated: text() (and json(), formData()) frees
- * them as soon as they are decoded. Until a collection finds them, a large body's buffer counts as
- * V8 external memory, and external memory is what makes V8 run full collections on a load of
- * large bodies: freed at once, it never adds up.
+ * them as soon as they are decoded. Left to the collector, a large body's buffer counts as V8
+ * external memory until a full collection finds it dead and frees it within its pause (the
+ * workers sweep ArrayBuffers on the main thread): over 5,000 1 MiB text() requests, mark-compact
+ * time 527 → 403 ms and worker CPU 950 → 770 µs/request when they were freed at once.
  */
 const FREE_DECODED_MIN = 64 * 1024;
 const ownBodies = new WeakSet<ArrayBuffer>();
