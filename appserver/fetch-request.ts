@@ -18,6 +18,7 @@
 // needs its own object (`new Request(request, init)`, `fetch(request)`).
 import type { RequestHead } from './exchange.ts';
 import { delegateToMaterialized } from './lazy-delegate.ts';
+import { parseUrlencoded } from './urlencoded.ts';
 
 /** undici's Request, captured before undici-globals.ts replaces the global. */
 const NativeRequest = globalThis.Request;
@@ -42,6 +43,8 @@ export interface BodySource<S extends RequestSource> {
   stream(src: S): ReadableStream<Uint8Array>;
   /** The whole body in one buffer, without a web stream in between. */
   whole(src: S): Promise<Buffer>;
+  /** A buffer whole() gave is no longer needed (text() decoded it): its memory may go now. */
+  decoded?(body: Buffer): void;
 }
 
 const UTF8_BOM_0 = 0xef;
@@ -125,7 +128,10 @@ export class LightRequest<S extends RequestSource = RequestSource> {
     const b = await this.wholeBody();
     // UTF-8 decode, a leading BOM dropped (what the Fetch spec's text() does).
     const start = b.length >= 3 && b[0] === UTF8_BOM_0 && b[1] === 0xbb && b[2] === 0xbf ? 3 : 0;
-    return b.toString('utf8', start);
+    const text = b.toString('utf8', start);
+    // The string is a copy: the bytes are garbage now (whoever gave them says whether they can go at once).
+    this.bodySource?.decoded?.(b);
+    return text;
   }
 
   async json(): Promise<unknown> {
@@ -153,7 +159,7 @@ export class LightRequest<S extends RequestSource = RequestSource> {
     const type = this.header('content-type');
     if (type === undefined || !URLENCODED.test(type)) return this.materialize().formData();
     const form = new FormData();
-    for (const [k, v] of new URLSearchParams(await this.text())) form.append(k, v);
+    parseUrlencoded(await this.text(), form);
     return form;
   }
 

@@ -178,7 +178,7 @@ async function main(): Promise<void> {
   const { dir, cleanup } = tempDir('gw-shapes-');
   const procs: Proc[] = [];
   try {
-    // --cpu-prof DIR: every serve process (and its worker, which inherits execArgv) writes a profile there.
+    // --cpu-prof DIR: every serve process (and its worker, which inherits execArgv) and the node:http reference write a profile there.
     const nodeFlags = args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', args['cpu-prof']] : [];
     if (args['node-flags']) nodeFlags.push(...args['node-flags'].split(' ').filter(Boolean));
     const serve = async (app: string, sock: string) => {
@@ -189,7 +189,8 @@ async function main(): Promise<void> {
     };
     const gwFetch = await serve('shapes-fetch.ts', 'fetch.sock');
     const gwNode = await serve('shapes-node.ts', 'node.sock');
-    const nodeHttp = startProcess(process.execPath, ['--import', `${ROOT}/bin/typescript-loader.js`, `${ROOT}/bench/apps/shapes-node-http.ts`, `unix:${dir}/http.sock`], { cwd: ROOT });
+    // The reference is profiled too (--cpu-prof): the two profiles side by side say what gatewire adds.
+    const nodeHttp = startProcess(process.execPath, [...(args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', args['cpu-prof']] : []), '--import', `${ROOT}/bin/typescript-loader.js`, `${ROOT}/bench/apps/shapes-node-http.ts`, `unix:${dir}/http.sock`], { cwd: ROOT });
     procs.push(nodeHttp);
     await nodeHttp.waitFor(/listening/, 30_000);
     const sessions = async (sock: string) => Promise.all(Array.from({ length: 4 }, () => nativeSession(`unix:${dir}/${sock}`)));
